@@ -1,0 +1,292 @@
+//! Which firmware a device is offered, as one pure function.
+
+use sha2::{Digest, Sha256};
+
+use crate::names::{Channel, DeviceId, Percent};
+use crate::version::Version;
+
+/// What a device told us about itself when it asked.
+#[derive(Debug, Clone)]
+pub struct DeviceFacts<'a> {
+    pub device_id: &'a DeviceId,
+    pub current_version: &'a Version,
+    pub build_number: Option<i64>,
+    pub channel: &'a Channel,
+}
+
+/// A firmware the device might be offered: an active build of its type.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub firmware_id: i64,
+    pub version: Version,
+    pub build_number: Option<i64>,
+    pub min_version: Option<Version>,
+    pub is_stable: bool,
+    pub is_active: bool,
+    pub rollout: Percent,
+}
+
+/// The rollout bucket of a device for a firmware, in `0..10_000`.
+///
+/// A hash of both ids, so the same device always lands in the same bucket for
+/// the same firmware, while each firmware's rollout picks its own first
+/// devices (the same early devices do not carry every risky release).
+pub fn rollout_bucket(device_id: &DeviceId, firmware_id: i64) -> u16 {
+    let digest = Sha256::new()
+        .chain_update(firmware_id.to_le_bytes())
+        .chain_update(device_id.as_str().as_bytes())
+        .finalize();
+    let head = u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"));
+    (head % 10_000) as u16
+}
+
+/// Whether a firmware rolled out to `rollout` percent of devices includes this one.
+pub fn in_rollout(device_id: &DeviceId, firmware_id: i64, rollout: Percent) -> bool {
+    u32::from(rollout_bucket(device_id, firmware_id)) < u32::from(rollout.get()) * 100
+}
+
+fn is_newer(candidate: &Candidate, device: &DeviceFacts<'_>) -> bool {
+    match candidate.version.cmp(device.current_version) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => match (candidate.build_number, device.build_number) {
+            (Some(offered), Some(running)) => offered > running,
+            _ => false,
+        },
+    }
+}
+
+/// Whether this device may be offered this firmware at all.
+pub fn is_eligible(candidate: &Candidate, device: &DeviceFacts<'_>) -> bool {
+    candidate.is_active
+        && is_newer(candidate, device)
+        && candidate
+            .min_version
+            .as_ref()
+            .is_none_or(|min| min <= device.current_version)
+        && (candidate.is_stable || device.channel.admits_prerelease())
+        && in_rollout(device.device_id, candidate.firmware_id, candidate.rollout)
+}
+
+/// The firmware to offer: of the eligible candidates, the highest version,
+/// ties broken by the higher build number and then the newer record.
+pub fn select_offer<'c>(candidates: &'c [Candidate], device: &DeviceFacts<'_>) -> Option<&'c Candidate> {
+    candidates
+        .iter()
+        .filter(|candidate| is_eligible(candidate, device))
+        .max_by(|a, b| {
+            a.version
+                .cmp(&b.version)
+                .then(a.build_number.cmp(&b.build_number))
+                .then(a.firmware_id.cmp(&b.firmware_id))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    fn stable(id: i64, version: &str) -> Candidate {
+        Candidate {
+            firmware_id: id,
+            version: v(version),
+            build_number: None,
+            min_version: None,
+            is_stable: true,
+            is_active: true,
+            rollout: Percent::FULL,
+        }
+    }
+
+    struct Device {
+        id: DeviceId,
+        version: Version,
+        build: Option<i64>,
+        channel: Channel,
+    }
+
+    impl Device {
+        fn running(version: &str) -> Self {
+            Device {
+                id: DeviceId::parse("tab5-0001").unwrap(),
+                version: v(version),
+                build: None,
+                channel: Channel::stable(),
+            }
+        }
+        fn facts(&self) -> DeviceFacts<'_> {
+            DeviceFacts {
+                device_id: &self.id,
+                current_version: &self.version,
+                build_number: self.build,
+                channel: &self.channel,
+            }
+        }
+    }
+
+    fn offered(candidates: &[Candidate], device: &Device) -> Option<i64> {
+        select_offer(candidates, &device.facts()).map(|c| c.firmware_id)
+    }
+
+    #[test]
+    fn the_highest_newer_version_is_offered() {
+        let catalogue = [stable(1, "1.0.0"), stable(2, "1.2.0"), stable(3, "1.1.0")];
+        assert_eq!(offered(&catalogue, &Device::running("1.0.0")), Some(2));
+    }
+
+    #[test]
+    fn nothing_is_offered_to_a_device_that_is_up_to_date() {
+        let catalogue = [stable(1, "1.0.0"), stable(2, "1.2.0")];
+        assert_eq!(offered(&catalogue, &Device::running("1.2.0")), None);
+        assert_eq!(offered(&catalogue, &Device::running("2.0.0")), None);
+    }
+
+    #[test]
+    fn inactive_firmware_is_never_offered() {
+        let mut retired = stable(2, "1.2.0");
+        retired.is_active = false;
+        let catalogue = [stable(1, "1.1.0"), retired];
+        assert_eq!(offered(&catalogue, &Device::running("1.0.0")), Some(1));
+    }
+
+    #[test]
+    fn a_higher_build_of_the_same_version_is_offered() {
+        let mut rebuilt = stable(2, "1.0.0");
+        rebuilt.build_number = Some(4);
+        let mut device = Device::running("1.0.0");
+        device.build = Some(3);
+        assert_eq!(offered(&[rebuilt.clone()], &device), Some(2));
+        device.build = Some(4);
+        assert_eq!(offered(&[rebuilt.clone()], &device), None);
+        device.build = None;
+        assert_eq!(offered(&[rebuilt], &device), None, "no build number, no tie-break");
+    }
+
+    #[test]
+    fn build_number_breaks_ties_between_candidates() {
+        let mut build_3 = stable(1, "1.1.0");
+        build_3.build_number = Some(3);
+        let mut build_7 = stable(2, "1.1.0");
+        build_7.build_number = Some(7);
+        assert_eq!(offered(&[build_7, build_3], &Device::running("1.0.0")), Some(2));
+    }
+
+    #[test]
+    fn min_version_keeps_old_devices_on_a_stepping_stone() {
+        let stepping_stone = stable(1, "1.5.0");
+        let mut needs_1_5 = stable(2, "2.0.0");
+        needs_1_5.min_version = Some(v("1.5.0"));
+        let catalogue = [stepping_stone, needs_1_5];
+        assert_eq!(offered(&catalogue, &Device::running("1.0.0")), Some(1));
+        assert_eq!(offered(&catalogue, &Device::running("1.5.0")), Some(2));
+    }
+
+    #[test]
+    fn builds_not_marked_stable_reach_only_other_channels() {
+        let mut beta = stable(2, "1.2.0-beta.1");
+        beta.is_stable = false;
+        let catalogue = [stable(1, "1.1.0"), beta];
+        assert_eq!(offered(&catalogue, &Device::running("1.0.0")), Some(1));
+        let mut tester = Device::running("1.0.0");
+        tester.channel = Channel::parse("beta").unwrap();
+        assert_eq!(offered(&catalogue, &tester), Some(2));
+    }
+
+    #[test]
+    fn a_zero_percent_rollout_reaches_nobody_and_a_full_one_everybody() {
+        let mut held = stable(1, "1.1.0");
+        held.rollout = Percent::parse(0).unwrap();
+        assert_eq!(offered(&[held], &Device::running("1.0.0")), None);
+        assert_eq!(offered(&[stable(1, "1.1.0")], &Device::running("1.0.0")), Some(1));
+    }
+
+    #[test]
+    fn a_device_outside_a_rollout_gets_the_best_firmware_it_is_in() {
+        let device = Device::running("1.0.0");
+        let mut partial = stable(2, "1.2.0");
+        partial.rollout = Percent::parse(50).unwrap();
+        let inside = in_rollout(&device.id, 2, partial.rollout);
+        let expected = if inside { Some(2) } else { Some(1) };
+        assert_eq!(offered(&[stable(1, "1.1.0"), partial], &device), expected);
+    }
+
+    fn arb_device_id() -> impl Strategy<Value = DeviceId> {
+        "[a-zA-Z0-9:_-]{1,40}".prop_map(|s| DeviceId::parse(&s).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn the_same_device_always_lands_in_the_same_bucket(id in arb_device_id(), fw in any::<i64>()) {
+            prop_assert_eq!(rollout_bucket(&id, fw), rollout_bucket(&id, fw));
+            prop_assert!(rollout_bucket(&id, fw) < 10_000);
+        }
+
+        #[test]
+        fn raising_a_rollout_never_drops_a_device(id in arb_device_id(), fw in 1i64..1000, a in 0i64..=100, b in 0i64..=100) {
+            let (low, high) = (Percent::parse(a.min(b)).unwrap(), Percent::parse(a.max(b)).unwrap());
+            if in_rollout(&id, fw, low) {
+                prop_assert!(in_rollout(&id, fw, high));
+            }
+        }
+
+        #[test]
+        fn the_offer_is_deterministic_and_eligible(
+            versions in proptest::collection::vec((0u64..4, 0u64..4, proptest::option::of(0i64..5), 0i64..=100, any::<bool>()), 0..8),
+            running in (0u64..4, 0u64..4),
+            id in arb_device_id(),
+        ) {
+            let catalogue: Vec<Candidate> = versions.iter().enumerate().map(|(i, (minor, patch, build, pct, is_stable))| Candidate {
+                firmware_id: i as i64 + 1,
+                version: v(&format!("1.{minor}.{patch}")),
+                build_number: *build,
+                min_version: None,
+                is_stable: *is_stable,
+                is_active: true,
+                rollout: Percent::parse(*pct).unwrap(),
+            }).collect();
+            let current = v(&format!("1.{}.{}", running.0, running.1));
+            let channel = Channel::stable();
+            let device = DeviceFacts { device_id: &id, current_version: &current, build_number: None, channel: &channel };
+            let first = select_offer(&catalogue, &device).map(|c| c.firmware_id);
+            prop_assert_eq!(first, select_offer(&catalogue, &device).map(|c| c.firmware_id));
+            if let Some(chosen) = select_offer(&catalogue, &device) {
+                prop_assert!(chosen.version > current);
+                prop_assert!(chosen.is_stable);
+                for other in catalogue.iter().filter(|c| is_eligible(c, &device)) {
+                    prop_assert!(other.version <= chosen.version);
+                }
+            } else {
+                prop_assert!(catalogue.iter().all(|c| !is_eligible(c, &device)));
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_spread_evenly_over_many_devices() {
+        const DEVICES: usize = 20_000;
+        let mut deciles = [0usize; 10];
+        for n in 0..DEVICES {
+            let id = DeviceId::parse(&format!("tab5-{n:06}")).unwrap();
+            deciles[usize::from(rollout_bucket(&id, 42) / 1000)] += 1;
+        }
+        let expected = DEVICES / 10;
+        for (decile, count) in deciles.iter().enumerate() {
+            let off = count.abs_diff(expected) as f64 / expected as f64;
+            assert!(off < 0.06, "decile {decile} holds {count} devices, expected about {expected}");
+        }
+    }
+
+    #[test]
+    fn a_ten_percent_rollout_reaches_about_ten_percent() {
+        let ten = Percent::parse(10).unwrap();
+        let reached = (0..10_000)
+            .filter(|n| in_rollout(&DeviceId::parse(&format!("dev-{n}")).unwrap(), 7, ten))
+            .count();
+        assert!((900..=1100).contains(&reached), "reached {reached} of 10000");
+    }
+}

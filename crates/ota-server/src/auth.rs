@@ -1,0 +1,107 @@
+//! Credentials: device JWTs and the admin token.
+
+use anyhow::{Context, bail};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::config::{Secret, Settings};
+
+/// The claims of a device token that the server reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceClaims {
+    pub sub: String,
+    #[serde(default)]
+    pub device_type: Option<String>,
+}
+
+/// Verifies device tokens with one pinned algorithm and key.
+#[derive(Clone)]
+pub struct DeviceTokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for DeviceTokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceTokenVerifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceTokenVerifier {
+    /// With a public key configured, its algorithm (RS*, PS*, ES*, EdDSA);
+    /// otherwise HS256 (or HS384/HS512 if pinned) with `secret`.
+    pub fn from_settings(settings: &Settings, secret: Option<&Secret>) -> anyhow::Result<Self> {
+        let pinned = settings
+            .device_jwt_algorithm
+            .as_deref()
+            .map(|name| name.parse::<Algorithm>().with_context(|| format!("OTA_DEVICE_JWT_ALGORITHM '{name}' is not a JWT algorithm")))
+            .transpose()?;
+        let (key, algorithm) = match &settings.device_jwt_public_key {
+            Some(configured) => public_key(configured, pinned)?,
+            None => {
+                let algorithm = pinned.unwrap_or(Algorithm::HS256);
+                if !matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                    bail!("OTA_DEVICE_JWT_ALGORITHM {algorithm:?} needs OTA_DEVICE_JWT_PUBLIC_KEY");
+                }
+                let secret = secret.context("a device JWT secret is required for HS algorithms")?;
+                (DecodingKey::from_secret(secret.expose().as_bytes()), algorithm)
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 30;
+        validation.validate_aud = false;
+        if let Some(issuer) = &settings.device_jwt_issuer {
+            validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
+        if let Some(audience) = &settings.device_jwt_audience {
+            validation.set_audience(&[audience]);
+            validation.validate_aud = true;
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
+        Ok(Self { key, validation })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<DeviceClaims, jsonwebtoken::errors::Error> {
+        decode::<DeviceClaims>(token, &self.key, &self.validation).map(|data| data.claims)
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.validation.algorithms[0]
+    }
+}
+
+fn public_key(configured: &str, pinned: Option<Algorithm>) -> anyhow::Result<(DecodingKey, Algorithm)> {
+    let pem = if configured.trim_start().starts_with("-----BEGIN") {
+        configured.to_owned()
+    } else {
+        std::fs::read_to_string(configured)
+            .with_context(|| format!("reading OTA_DEVICE_JWT_PUBLIC_KEY from {configured}"))?
+    };
+    let pem = pem.as_bytes();
+    use Algorithm::*;
+    let algorithm = match pinned {
+        Some(algorithm) => algorithm,
+        None if DecodingKey::from_ed_pem(pem).is_ok() => EdDSA,
+        None if DecodingKey::from_ec_pem(pem).is_ok() => ES256,
+        None if DecodingKey::from_rsa_pem(pem).is_ok() => RS256,
+        None => bail!("OTA_DEVICE_JWT_PUBLIC_KEY is not an RSA, EC or Ed25519 public key in PEM form"),
+    };
+    let key = match algorithm {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem),
+        ES256 | ES384 => DecodingKey::from_ec_pem(pem),
+        EdDSA => DecodingKey::from_ed_pem(pem),
+        HS256 | HS384 | HS512 => bail!("a public key cannot verify {algorithm:?} tokens"),
+    }
+    .with_context(|| format!("OTA_DEVICE_JWT_PUBLIC_KEY is not a {algorithm:?} public key"))?;
+    Ok((key, algorithm))
+}
+
+/// Compares a presented admin token with the configured one in constant time.
+pub fn admin_token_matches(presented: &str, expected: &Secret) -> bool {
+    presented.as_bytes().ct_eq(expected.expose().as_bytes()).into()
+}

@@ -1,0 +1,323 @@
+//! Settings: built-in defaults, overridden by an optional TOML file
+//! (`--config ota.toml`), overridden by `OTA_*` environment variables.
+//!
+//! Secrets are held in [`Secret`], whose `Debug` never shows the value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// A secret value: shown as `<redacted>` by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            other => Err(format!("'{other}' is not a log format: use 'pretty' or 'json'")),
+        }
+    }
+}
+
+macro_rules! settings {
+    ($( $(#[$doc:meta])* $field:ident : $ty:ty = $default:expr ),* $(,)?) => {
+        /// Every setting of the server. Field `x` is `x` in the TOML file and
+        /// `OTA_X` in the environment.
+        #[derive(Debug, Clone)]
+        pub struct Settings {
+            $( $(#[$doc])* pub $field: $ty, )*
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Self { $( $field: $default, )* }
+            }
+        }
+
+        /// What a TOML file may say: any subset of the settings.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Overrides {
+            $( $field: Option<$ty>, )*
+        }
+
+        impl Settings {
+            /// The names of all settings, as in the TOML file (`OTA_` plus the
+            /// upper-cased name in the environment).
+            pub const NAMES: &'static [&'static str] = &[$( stringify!($field), )*];
+
+            fn apply(&mut self, overrides: Overrides) {
+                $( if let Some(value) = overrides.$field { self.$field = value; } )*
+            }
+
+            fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+                $(
+                    let name = concat!("OTA_", stringify!($field)).to_uppercase();
+                    if let Some(raw) = env(&name) {
+                        self.$field = parse_env_value::<$ty>(&name, &raw)?;
+                    }
+                )*
+                Ok(())
+            }
+        }
+    };
+}
+
+trait EnvValue: Sized {
+    fn from_env(raw: &str) -> Result<Self, String>;
+}
+
+macro_rules! env_value_via_from_str {
+    ($($ty:ty),*) => {$(
+        impl EnvValue for $ty {
+            fn from_env(raw: &str) -> Result<Self, String> {
+                raw.parse::<$ty>().map_err(|e| e.to_string())
+            }
+        }
+    )*};
+}
+
+env_value_via_from_str!(String, u64, u32, SocketAddr, PathBuf, Secret, LogFormat);
+
+impl<T: EnvValue> EnvValue for Option<T> {
+    fn from_env(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            Ok(None)
+        } else {
+            T::from_env(raw).map(Some)
+        }
+    }
+}
+
+fn parse_env_value<T: EnvValue>(name: &str, raw: &str) -> anyhow::Result<T> {
+    T::from_env(raw).map_err(|reason| anyhow::anyhow!("{name} has an invalid value: {reason}"))
+}
+
+settings! {
+    /// Address of the HTTP listener.
+    listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080)),
+    /// Folder for the database, generated secrets and firmware files.
+    data_dir: PathBuf = PathBuf::from("./data"),
+    /// `sqlite://path` (default: `<data_dir>/ota.db`).
+    database_url: Option<String> = None,
+    /// Where firmware bytes live (default: the folder `<data_dir>/firmware`);
+    /// `file:///path` or a plain path.
+    storage_url: Option<String> = None,
+    /// Base of the download links handed to devices, e.g.
+    /// `https://ota.example.com` (default: taken from the request's `Host`).
+    public_url: Option<String> = None,
+    /// Administrator bearer token (default: generated into the data dir).
+    admin_token: Option<Secret> = None,
+    /// HS256 secret for device tokens (default: generated into the data dir).
+    device_jwt_secret: Option<Secret> = None,
+    /// PEM public key (or a path to one) for RS256/ES256/EdDSA device tokens;
+    /// when set, HS256 is not accepted.
+    device_jwt_public_key: Option<String> = None,
+    /// Pins the device token algorithm (HS256, HS384, HS512, RS256, RS384,
+    /// RS512, PS256, ES256, ES384, EdDSA); default from the key.
+    device_jwt_algorithm: Option<String> = None,
+    /// Required `iss` of device tokens, when set.
+    device_jwt_issuer: Option<String> = None,
+    /// Required `aud` of device tokens, when set.
+    device_jwt_audience: Option<String> = None,
+    /// HMAC key for download links (default: generated into the data dir).
+    link_signing_key: Option<Secret> = None,
+    /// Seconds a download link stays valid.
+    download_url_ttl: u64 = 3600,
+    /// Largest firmware upload, in bytes.
+    max_upload_bytes: u64 = 64 * 1024 * 1024,
+    /// Serve `/metrics` on this address instead of the main listener.
+    metrics_listen: Option<SocketAddr> = None,
+    /// Seconds a connection may make no progress (read or write) before it
+    /// is closed. Slow transfers that keep moving are never cut off.
+    idle_timeout: u64 = 60,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    shutdown_timeout: u64 = 30,
+    /// Requests per minute one device may make to check and status
+    /// (0 = unlimited).
+    device_rate_limit: u32 = 120,
+    /// `pretty` or `json`.
+    log_format: LogFormat = LogFormat::Pretty,
+    /// Log filter in `tracing` syntax, e.g. `info,ota_server=debug`.
+    log: String = "info".to_owned(),
+}
+
+impl Settings {
+    /// Defaults < `config_file` < environment (read through `env`).
+    pub fn load(
+        config_file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let mut settings = Settings::default();
+        if let Some(path) = config_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the config file {}", path.display()))?;
+            let overrides: Overrides = toml::from_str(&text)
+                .with_context(|| format!("parsing the config file {}", path.display()))?;
+            settings.apply(overrides);
+        }
+        settings.apply_env(env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Defaults < `config_file` < the process environment.
+    pub fn from_env(config_file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load(config_file, &|name| std::env::var(name).ok())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.download_url_ttl == 0 {
+            bail!("download_url_ttl must be at least 1 second");
+        }
+        if self.max_upload_bytes == 0 {
+            bail!("max_upload_bytes must be at least 1");
+        }
+        if self.idle_timeout == 0 {
+            bail!("idle_timeout must be at least 1 second");
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("public_url must start with http:// or https://, got '{url}'");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ota.db").display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let settings = Settings::load(None, &env_of(&[])).unwrap();
+        assert_eq!(settings.listen.port(), 8080);
+        assert_eq!(settings.data_dir, PathBuf::from("./data"));
+        assert_eq!(settings.database_url(), "sqlite://./data/ota.db");
+        assert!(settings.admin_token.is_none());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_which_overrides_defaults() {
+        let file = toml_file("listen = \"127.0.0.1:9000\"\nmax_upload_bytes = 10\ndownload_url_ttl = 60\n");
+        let env = env_of(&[("OTA_MAX_UPLOAD_BYTES", "20"), ("OTA_ADMIN_TOKEN", "0123456789abcdef0123")]);
+        let settings = Settings::load(Some(file.path()), &env).unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(settings.max_upload_bytes, 20);
+        assert_eq!(settings.download_url_ttl, 60);
+        assert_eq!(settings.admin_token.unwrap().expose(), "0123456789abcdef0123");
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        let error = Settings::load(None, &env_of(&[("OTA_LISTEN", "nowhere")])).unwrap_err();
+        assert!(error.to_string().contains("OTA_LISTEN"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error() {
+        let file = toml_file("lisen = \"127.0.0.1:9000\"\n");
+        let error = Settings::load(Some(file.path()), &env_of(&[])).unwrap_err();
+        assert!(format!("{error:#}").contains("lisen"), "{error:#}");
+    }
+
+    #[test]
+    fn an_empty_variable_unsets_an_optional_setting() {
+        let file = toml_file("public_url = \"https://ota.example.com\"\n");
+        let settings = Settings::load(Some(file.path()), &env_of(&[("OTA_PUBLIC_URL", "")])).unwrap();
+        assert_eq!(settings.public_url, None);
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let env = env_of(&[("OTA_ADMIN_TOKEN", "super-secret-admin-token"), ("OTA_LINK_SIGNING_KEY", "link-key-value")]);
+        let settings = Settings::load(None, &env).unwrap();
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("super-secret-admin-token"));
+        assert!(!shown.contains("link-key-value"));
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn every_setting_can_be_set_from_the_environment() {
+        for name in Settings::NAMES {
+            let variable = format!("OTA_{}", name.to_uppercase());
+            let error = Settings::load(None, &env_of(&[(variable.as_str(), "\u{1}not a value")]));
+            let is_free_text = matches!(*name, "database_url" | "storage_url" | "device_jwt_public_key"
+                | "device_jwt_algorithm" | "device_jwt_issuer" | "device_jwt_audience" | "log"
+                | "admin_token" | "device_jwt_secret" | "link_signing_key" | "data_dir");
+            assert_eq!(error.is_ok(), is_free_text, "{variable} was not read");
+        }
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        assert!(Settings::load(None, &env_of(&[("OTA_DOWNLOAD_URL_TTL", "0")])).is_err());
+        assert!(Settings::load(None, &env_of(&[("OTA_PUBLIC_URL", "ftp://x")])).is_err());
+        assert!(Settings::load(None, &env_of(&[("OTA_LOG_FORMAT", "xml")])).is_err());
+    }
+}

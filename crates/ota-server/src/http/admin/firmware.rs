@@ -1,0 +1,346 @@
+//! Firmware records: register, list, show, change, deactivate.
+
+use std::cmp::Reverse;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use ota_core::wire::{Firmware, FirmwareDetail, FirmwarePatch, Page, Problem, RegisterFirmware};
+use ota_core::{DeviceType, FileName, Percent, Sha256Hex, Version};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::page_bounds;
+use crate::blobs::Blobs;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{AdminAuth, Json, Path, Query};
+use crate::state::AppState;
+use crate::store::{FirmwareChanges, FirmwareFilter, NewFirmware, is_unique_violation};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register_firmware, list_firmware))
+        .routes(routes!(get_firmware, update_firmware, deactivate_firmware))
+}
+
+/// The checked, optional parts of a new record.
+pub struct NewRecord {
+    pub build_number: Option<i64>,
+    pub release_notes: Option<String>,
+    pub min_version: Option<Version>,
+    pub is_stable: bool,
+    pub is_mandatory: bool,
+    pub rollout: Percent,
+}
+
+/// Inserts a record for a stored file; a duplicate (device_type, version) is 409.
+pub async fn create_record(
+    state: &AppState,
+    device_type: &DeviceType,
+    version: &Version,
+    filename: &FileName,
+    file_size: i64,
+    file_hash: &Sha256Hex,
+    record: NewRecord,
+) -> ApiResult<Firmware> {
+    let new = NewFirmware {
+        device_type: device_type.to_string(),
+        version: version.to_string(),
+        build_number: record.build_number,
+        filename: filename.to_string(),
+        binary_path: Blobs::relative_path(device_type, filename),
+        file_size,
+        file_hash: file_hash.to_string(),
+        release_notes: record.release_notes,
+        min_version: record.min_version.map(|v| v.to_string()),
+        is_stable: record.is_stable,
+        is_mandatory: record.is_mandatory,
+        rollout_percentage: record.rollout.get(),
+    };
+    match state.store().insert_firmware(&new).await {
+        Ok(firmware) => {
+            tracing::info!(firmware_id = firmware.id, device_type = %device_type, version = %version, "registered firmware");
+            Ok(firmware)
+        }
+        Err(e) if is_unique_violation(&e) => Err(ApiError::Conflict(format!(
+            "{device_type} {version} (or its file {}) is already registered",
+            new.binary_path
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Registers an uploaded binary as a firmware.
+///
+/// The file `<device_type>/<filename>` must exist, and its SHA-256 (and size,
+/// when given) must match (422 otherwise). A duplicate (device_type, version)
+/// is 409.
+#[utoipa::path(
+    post,
+    path = "/api/ota/admin/firmware",
+    tag = "admin",
+    request_body = RegisterFirmware,
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 201, description = "The new record", body = Firmware),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already registered", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid values, a missing file, or a hash or size mismatch", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn register_firmware(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Json(request): Json<RegisterFirmware>,
+) -> ApiResult<(StatusCode, axum::Json<Firmware>)> {
+    let device_type = DeviceType::parse(&request.device_type).map_err(|e| ApiError::invalid("device_type", e))?;
+    let version = Version::parse(&request.version).map_err(|e| ApiError::invalid("version", e))?;
+    let filename = FileName::parse(&request.filename).map_err(|e| ApiError::invalid("filename", e))?;
+    let claimed_hash = Sha256Hex::parse(&request.file_hash).map_err(|e| ApiError::invalid("file_hash", e))?;
+    let record = NewRecord {
+        build_number: check_build_number(request.build_number)?,
+        release_notes: request.release_notes,
+        min_version: request
+            .min_version
+            .as_deref()
+            .map(|v| Version::parse(v).map_err(|e| ApiError::invalid("min_version", e)))
+            .transpose()?,
+        is_stable: request.is_stable.unwrap_or(false),
+        is_mandatory: request.is_mandatory.unwrap_or(false),
+        rollout: Percent::parse(request.rollout_percentage.unwrap_or(100))
+            .map_err(|e| ApiError::invalid("rollout_percentage", e))?,
+    };
+
+    let _publishing = state.publish_lock().lock().await;
+    let blobs = state.blobs();
+    let binary_path = Blobs::relative_path(&device_type, &filename);
+    if blobs.size_of(&device_type, &filename).await?.is_none() {
+        return Err(ApiError::invalid("filename", format!("no uploaded file at {binary_path}")));
+    }
+    let (actual_hash, actual_size) = blobs.digest_of(&device_type, &filename).await?;
+    if actual_hash != claimed_hash {
+        return Err(ApiError::invalid(
+            "file_hash",
+            format!("does not match the stored file (its SHA-256 is {actual_hash})"),
+        ));
+    }
+    if let Some(claimed_size) = request.file_size
+        && claimed_size != actual_size as i64
+    {
+        return Err(ApiError::invalid(
+            "file_size",
+            format!("does not match the stored file ({actual_size} bytes)"),
+        ));
+    }
+    if actual_size == 0 {
+        return Err(ApiError::invalid("filename", "the stored file is empty"));
+    }
+    let firmware = create_record(&state, &device_type, &version, &filename, actual_size as i64, &actual_hash, record).await?;
+    Ok((StatusCode::CREATED, axum::Json(firmware)))
+}
+
+/// Filters and page of the firmware list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    device_type: Option<String>,
+    is_active: Option<bool>,
+    is_stable: Option<bool>,
+    /// 1 to 500, default 50.
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// Lists firmware, newest version first.
+#[utoipa::path(
+    get,
+    path = "/api/ota/admin/firmware",
+    tag = "admin",
+    params(ListQuery),
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 200, description = "A page of records", body = Page<Firmware>),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_firmware(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<axum::Json<Page<Firmware>>> {
+    let (limit, offset) = page_bounds(query.limit, query.offset)?;
+    let filter = FirmwareFilter {
+        device_type: query.device_type,
+        is_active: query.is_active,
+        is_stable: query.is_stable,
+    };
+    let mut items = state.store().list_firmware(&filter).await?;
+    // SemVer precedence cannot be expressed in SQL; the catalogue is small.
+    items.sort_by_cached_key(|f| Reverse((Version::parse(&f.version).ok(), f.build_number, f.id)));
+    let total = items.len() as i64;
+    let items = items.into_iter().skip(offset as usize).take(limit as usize).collect();
+    Ok(axum::Json(Page { items, total }))
+}
+
+/// Shows a firmware record with the number of OTA log rows in each status.
+#[utoipa::path(
+    get,
+    path = "/api/ota/admin/firmware/{id}",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Firmware id")),
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 200, description = "The record and its statistics", body = FirmwareDetail),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such firmware", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_firmware(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<FirmwareDetail>> {
+    let firmware = state.store().firmware(id).await?.ok_or_else(|| no_firmware(id))?;
+    let stats = state.store().status_counts(id).await?;
+    Ok(axum::Json(FirmwareDetail { firmware, stats }))
+}
+
+const PATCHABLE: &[&str] = &[
+    "release_notes",
+    "is_stable",
+    "is_active",
+    "is_mandatory",
+    "min_version",
+    "rollout_percentage",
+    "build_number",
+];
+const IMMUTABLE: &[&str] = &["id", "version", "device_type", "filename", "binary_path", "file_hash", "file_size"];
+
+/// Changes a firmware record.
+///
+/// Any of `release_notes`, `is_stable`, `is_active`, `is_mandatory`,
+/// `min_version`, `rollout_percentage`, `build_number` (`null` clears
+/// `release_notes`, `min_version` and `build_number`). The version, device
+/// type, file and hash cannot change (422).
+#[utoipa::path(
+    patch,
+    path = "/api/ota/admin/firmware/{id}",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Firmware id")),
+    request_body = FirmwarePatch,
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 200, description = "The updated record", body = Firmware),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such firmware", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An immutable or unknown field, or an invalid value", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(firmware_id = id))]
+async fn update_firmware(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(id): Path<i64>,
+    Json(body): Json<Map<String, Value>>,
+) -> ApiResult<axum::Json<Firmware>> {
+    let changes = parse_changes(&body)?;
+    let updated = state.store().update_firmware(id, &changes).await?.ok_or_else(|| no_firmware(id))?;
+    tracing::info!(fields = ?body.keys().collect::<Vec<_>>(), "changed firmware");
+    Ok(axum::Json(updated))
+}
+
+fn parse_changes(body: &Map<String, Value>) -> ApiResult<FirmwareChanges> {
+    let mut changes = FirmwareChanges::default();
+    for (key, value) in body {
+        let key = key.as_str();
+        if let Some(field) = IMMUTABLE.iter().find(|f| **f == key) {
+            return Err(ApiError::invalid(field, "cannot be changed; upload a new version instead"));
+        }
+        let Some(field) = PATCHABLE.iter().find(|f| **f == key).copied() else {
+            return Err(ApiError::Invalid {
+                field: None,
+                detail: format!("unknown field '{}'", key.chars().take(40).collect::<String>()),
+            });
+        };
+        let wrong_type = |expected: &str| ApiError::invalid(field, format!("must be {expected}"));
+        match field {
+            "release_notes" => {
+                changes.release_notes = Some(match value {
+                    Value::Null => None,
+                    Value::String(notes) => Some(notes.clone()),
+                    _ => return Err(wrong_type("a string or null")),
+                })
+            }
+            "min_version" => {
+                changes.min_version = Some(match value {
+                    Value::Null => None,
+                    Value::String(v) => Some(Version::parse(v).map_err(|e| ApiError::invalid(field, e))?.to_string()),
+                    _ => return Err(wrong_type("a version string or null")),
+                })
+            }
+            "build_number" => {
+                changes.build_number = Some(match value {
+                    Value::Null => None,
+                    Value::Number(n) => check_build_number(Some(n.as_i64().ok_or_else(|| wrong_type("a whole number"))?))?,
+                    _ => return Err(wrong_type("a whole number or null")),
+                })
+            }
+            "rollout_percentage" => {
+                let n = value.as_i64().ok_or_else(|| wrong_type("a whole number from 0 to 100"))?;
+                changes.rollout_percentage = Some(Percent::parse(n).map_err(|e| ApiError::invalid(field, e))?.get());
+            }
+            flag => {
+                let flag_value = value.as_bool().ok_or_else(|| wrong_type("true or false"))?;
+                match flag {
+                    "is_stable" => changes.is_stable = Some(flag_value),
+                    "is_active" => changes.is_active = Some(flag_value),
+                    _ => changes.is_mandatory = Some(flag_value),
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// Deactivates a firmware: it is no longer offered or served to devices.
+/// The binary and its log history stay; `PATCH is_active=true` restores it.
+#[utoipa::path(
+    delete,
+    path = "/api/ota/admin/firmware/{id}",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Firmware id")),
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 200, description = "The deactivated record", body = Firmware),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such firmware", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(firmware_id = id))]
+async fn deactivate_firmware(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<Firmware>> {
+    let changes = FirmwareChanges { is_active: Some(false), ..Default::default() };
+    let firmware = state.store().update_firmware(id, &changes).await?.ok_or_else(|| no_firmware(id))?;
+    tracing::info!("deactivated firmware");
+    Ok(axum::Json(firmware))
+}
+
+fn check_build_number(value: Option<i64>) -> ApiResult<Option<i64>> {
+    match value {
+        Some(n) if n < 0 => Err(ApiError::invalid("build_number", "must not be negative")),
+        other => Ok(other),
+    }
+}
+
+fn no_firmware(id: i64) -> ApiError {
+    ApiError::NotFound(format!("no firmware with id {id}"))
+}

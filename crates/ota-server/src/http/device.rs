@@ -1,0 +1,281 @@
+//! What devices call: `check` for an update and `status` to report progress.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use ota_core::wire::{CheckRequest, CheckResponse, NoUpdate, Offer, OtaLog, Problem, StatusReport};
+use ota_core::{Candidate, Channel, DeviceFacts, DeviceType, OtaStatus, Percent, Transition, Version, select_offer};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{DeviceAuth, Json};
+use crate::state::AppState;
+use crate::store::{DeviceSeen, NewLog, is_unique_violation};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(check)).routes(routes!(report_status))
+}
+
+/// Asks whether an update is available.
+///
+/// Offers the highest active version for the device type that is newer than
+/// `current_version` (ties broken by `build_number`), whose `min_version` the
+/// device meets, that is stable (unless the channel admits pre-releases) and
+/// whose staged rollout includes this device. An offer opens a `pending` OTA
+/// log row; asking again returns the same row.
+#[utoipa::path(
+    post,
+    path = "/api/ota/check",
+    tag = "device",
+    request_body = CheckRequest,
+    security(("device_jwt" = [])),
+    responses(
+        (status = 200, description = "An offer, or `update_available: false`", body = CheckResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid device token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is for another device type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid device_type, version or channel", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this device", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(device_id = %device.device_id))]
+async fn check(
+    State(state): State<AppState>,
+    device: DeviceAuth,
+    headers: HeaderMap,
+    Json(request): Json<CheckRequest>,
+) -> ApiResult<axum::Json<CheckResponse>> {
+    let device_type = DeviceType::parse(&request.device_type).map_err(|e| ApiError::invalid("device_type", e))?;
+    device.ensure_device_type(device_type.as_str())?;
+    let current = Version::parse(&request.current_version).map_err(|e| ApiError::invalid("current_version", e))?;
+    let channel = match request.channel.as_deref() {
+        Some(name) => Channel::parse(name).map_err(|e| ApiError::invalid("channel", e))?,
+        None => Channel::stable(),
+    };
+    if request.build_number.is_some_and(|n| n < 0) {
+        return Err(ApiError::invalid("build_number", "must not be negative"));
+    }
+    state
+        .rate_limiter()
+        .check(device.device_id.as_str())
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+
+    let store = state.store();
+    store
+        .device_seen(&DeviceSeen {
+            device_id: device.device_id.as_str(),
+            device_type: device_type.as_str(),
+            current_version: &current.to_string(),
+            build_number: request.build_number,
+            channel: channel.as_str(),
+        })
+        .await?;
+
+    let catalogue = store.active_firmware(device_type.as_str()).await?;
+    let candidates: Vec<Candidate> = catalogue.iter().filter_map(candidate_of).collect();
+    let facts = DeviceFacts {
+        device_id: &device.device_id,
+        current_version: &current,
+        build_number: request.build_number,
+        channel: &channel,
+    };
+    let Some(chosen) = select_offer(&candidates, &facts) else {
+        return Ok(axum::Json(CheckResponse::NoUpdate(NoUpdate {
+            update_available: false,
+            current_version: current.to_string(),
+        })));
+    };
+    let firmware = catalogue
+        .iter()
+        .find(|f| f.id == chosen.firmware_id)
+        .expect("the chosen candidate comes from the catalogue");
+
+    let log = open_pending(&state, &device, firmware.id, Some(&current.to_string()), &firmware.version).await?;
+    metrics::counter!("ota_offers_total", "device_type" => device_type.to_string()).increment(1);
+    tracing::info!(firmware_id = firmware.id, version = %firmware.version, log_id = log.id, "offered an update");
+
+    let expires = chrono::Utc::now().timestamp() + state.settings().download_url_ttl as i64;
+    let query = state.links().query(firmware.id, Some(&device.device_id), expires);
+    let download_url = format!("{}/api/ota/download/{}?{query}", public_base(&state, &headers), firmware.id);
+    Ok(axum::Json(CheckResponse::Offer(Offer {
+        update_available: true,
+        firmware_id: firmware.id,
+        version: firmware.version.clone(),
+        build_number: firmware.build_number,
+        file_size: firmware.file_size,
+        file_hash: firmware.file_hash.clone(),
+        download_url,
+        release_notes: firmware.release_notes.clone(),
+        is_mandatory: firmware.is_mandatory,
+        log_id: log.id,
+    })))
+}
+
+/// Records or reports the device's open attempt at a firmware.
+async fn open_pending(
+    state: &AppState,
+    device: &DeviceAuth,
+    firmware_id: i64,
+    from_version: Option<&str>,
+    to_version: &str,
+) -> ApiResult<OtaLog> {
+    let store = state.store();
+    if let Some(open) = store.open_log(device.device_id.as_str(), firmware_id).await? {
+        return Ok(open);
+    }
+    let new = NewLog {
+        device_id: device.device_id.as_str(),
+        firmware_id,
+        from_version,
+        to_version,
+        status: OtaStatus::Pending,
+        progress: None,
+        error_message: None,
+    };
+    match store.insert_log(&new).await {
+        Ok(log) => {
+            metrics::counter!("ota_status_transitions_total", "status" => "pending").increment(1);
+            Ok(log)
+        }
+        // Another request of the same device opened it first: that row is the one.
+        Err(e) if is_unique_violation(&e) => store
+            .open_log(device.device_id.as_str(), firmware_id)
+            .await?
+            .ok_or_else(|| ApiError::Conflict("the update attempt changed while it was being opened; retry".into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The scheme and host download links start with: `OTA_PUBLIC_URL`, or the
+/// request's own `Host`.
+fn public_base(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.settings().public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| state.settings().listen.to_string());
+    format!("http://{host}")
+}
+
+fn candidate_of(firmware: &ota_core::wire::Firmware) -> Option<Candidate> {
+    let version = Version::parse(&firmware.version).ok()?;
+    let min_version = match &firmware.min_version {
+        Some(min) => Some(Version::parse(min).ok()?),
+        None => None,
+    };
+    Some(Candidate {
+        firmware_id: firmware.id,
+        version,
+        build_number: firmware.build_number,
+        min_version,
+        is_stable: firmware.is_stable,
+        is_active: firmware.is_active,
+        rollout: Percent::parse(i64::from(firmware.rollout_percentage)).ok()?,
+    })
+}
+
+/// Reports the progress of an update attempt.
+///
+/// Moves the device's open OTA log row for the firmware (opening one if there
+/// is none): `pending → downloading → installing → success`, any open state
+/// to `failed`, and the same state again as a progress update. `success` and
+/// `failed` are final (409), except that `pending` or `downloading` after
+/// `failed` opens a new row: a retry.
+#[utoipa::path(
+    post,
+    path = "/api/ota/status",
+    tag = "device",
+    request_body = StatusReport,
+    security(("device_jwt" = [])),
+    responses(
+        (status = 200, description = "The updated OTA log row", body = OtaLog),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid device token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The firmware is for another device type", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such firmware", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An illegal status transition", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown status or progress out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this device", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(device_id = %device.device_id, firmware_id = report.firmware_id))]
+async fn report_status(
+    State(state): State<AppState>,
+    device: DeviceAuth,
+    Json(report): Json<StatusReport>,
+) -> ApiResult<axum::Json<OtaLog>> {
+    let status: OtaStatus = report.status.parse().map_err(|e| ApiError::invalid("status", e))?;
+    if let Some(progress) = report.progress
+        && !(0..=100).contains(&progress)
+    {
+        return Err(ApiError::invalid("progress", "must be between 0 and 100"));
+    }
+    let error_message = report.error_message.as_deref().map(|m| truncate(m, 2000));
+    state
+        .rate_limiter()
+        .check(device.device_id.as_str())
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let store = state.store();
+    let firmware = store
+        .firmware(report.firmware_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no firmware with id {}", report.firmware_id)))?;
+    device.ensure_device_type(&firmware.device_type)?;
+    let device_id = device.device_id.as_str();
+
+    // Two tries: a concurrent report may move the row between read and write.
+    for _ in 0..2 {
+        let latest = store.latest_log(device_id, firmware.id).await?;
+        let step = ota_core::transition(latest.as_ref().map(|l| l.status), status)
+            .map_err(|e| ApiError::Conflict(e.to_string()))?;
+        let updated = match (step, latest) {
+            (Transition::OpenNew, _) => {
+                let from_version = store.device_version(device_id).await?;
+                let new = NewLog {
+                    device_id,
+                    firmware_id: firmware.id,
+                    from_version: from_version.as_deref(),
+                    to_version: &firmware.version,
+                    status,
+                    progress: report.progress,
+                    error_message,
+                };
+                match store.insert_log(&new).await {
+                    Ok(log) => Some(log),
+                    Err(e) if is_unique_violation(&e) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (Transition::Advance | Transition::Repeat, Some(latest)) => {
+                store.advance_log(latest.id, latest.status, status, report.progress, error_message).await?
+            }
+            (_, None) => {
+                return Err(ApiError::Internal(anyhow::anyhow!("a transition other than OpenNew with no attempt")));
+            }
+        };
+        if let Some(log) = updated {
+            if step != Transition::Repeat {
+                metrics::counter!("ota_status_transitions_total", "status" => status.as_str()).increment(1);
+            }
+            let now_running = (status == OtaStatus::Success).then_some(firmware.version.as_str());
+            store
+                .device_reported(device_id, &firmware.device_type, status.as_str(), now_running)
+                .await?;
+            tracing::info!(log_id = log.id, status = %status, progress = ?log.progress, "status reported");
+            return Ok(axum::Json(log));
+        }
+    }
+    Err(ApiError::Conflict("the update attempt changed while this report was applied; retry".into()))
+}
+
+fn truncate(text: &str, max_chars: usize) -> &str {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}

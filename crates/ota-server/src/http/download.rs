@@ -1,0 +1,272 @@
+//! `GET`/`HEAD /api/ota/download/{id}`: our own firmware file handler.
+//!
+//! Strong `ETag` = the SHA-256, single byte ranges with an end past the file
+//! clamped (resuming ESP32s ask for one byte too many), `If-Range`,
+//! `If-None-Match`, `HEAD` with the full `Content-Length`, never compressed.
+//! The bytes behind an id never change, so every validator is stable.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use ota_core::DeviceId;
+use ota_core::wire::{Firmware, Problem};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{DeviceAuth, Path, Query};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(download))
+}
+
+/// A signed link's parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct LinkParams {
+    /// The device the link was made for.
+    device: Option<String>,
+    /// Unix seconds after which the link no longer works.
+    expires: Option<i64>,
+    /// HMAC-SHA256 of the firmware id, device and expiry, hex.
+    sig: Option<String>,
+}
+
+/// Who is downloading: a device by token, or the holder of a signed link.
+struct Downloader {
+    device_id: Option<DeviceId>,
+    /// Present when a bearer token was used; it may limit the device type.
+    token: Option<DeviceAuth>,
+}
+
+/// Downloads a firmware binary.
+///
+/// Auth: a device bearer token, or the `expires` + `sig` of a link handed out
+/// by `check`. Supports `Range: bytes=a-b | a- | -n` (206; an end past the
+/// file is clamped; only a start past the end is 416), `If-Range`,
+/// `If-None-Match` (304) and `HEAD` (200 with the full Content-Length).
+#[utoipa::path(
+    method(get, head),
+    path = "/api/ota/download/{firmware_id}",
+    tag = "device",
+    params(("firmware_id" = i64, Path, description = "Firmware id"), LinkParams),
+    security((), ("device_jwt" = [])),
+    responses(
+        (status = 200, description = "The whole binary", content_type = "application/octet-stream",
+         headers(("ETag" = String, description = "\"<sha256>\""), ("X-Firmware-SHA256" = String), ("Accept-Ranges" = String))),
+        (status = 206, description = "The requested byte range", content_type = "application/octet-stream",
+         headers(("Content-Range" = String))),
+        (status = 304, description = "If-None-Match matched"),
+        (status = 401, description = "Neither a device token nor a signed link", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A bad or expired link, or another device type's firmware", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown or deactivated firmware", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "The range starts past the end", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(firmware_id))]
+async fn download(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(firmware_id): Path<i64>,
+    Query(link): Query<LinkParams>,
+) -> ApiResult<Response> {
+    let downloader = authorize(&state, &headers, firmware_id, &link)?;
+    let firmware = state
+        .store()
+        .firmware(firmware_id)
+        .await?
+        .filter(|f| f.is_active)
+        .ok_or_else(|| ApiError::NotFound(format!("no active firmware with id {firmware_id}")))?;
+    if let Some(token) = &downloader.token {
+        token.ensure_device_type(&firmware.device_type)?;
+    }
+
+    let size = u64::try_from(firmware.file_size).unwrap_or(0);
+    let etag = format!("\"{}\"", firmware.file_hash);
+    let last_modified = httpdate::fmt_http_date(firmware.created_at.into());
+    let mut response_headers = HeaderMap::new();
+    let mut set = |name, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response_headers.insert(name, value);
+        }
+    };
+    set(header::ETAG, etag.clone());
+    set(header::LAST_MODIFIED, last_modified.clone());
+    set(header::ACCEPT_RANGES, "bytes".into());
+    set(header::CACHE_CONTROL, "private, max-age=3600, no-transform".into());
+    set(header::CONTENT_TYPE, "application/octet-stream".into());
+    set(header::HeaderName::from_static("x-firmware-sha256"), firmware.file_hash.clone());
+    set(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}\"", download_name(&firmware)));
+
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| etag_list_matches(v, &etag, false)) {
+        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+    }
+    let range = if method == Method::GET && if_range_allows(&headers, &etag, &last_modified) {
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|v| parse_range(v, size))
+    } else {
+        None
+    };
+    let (status, start, len) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(Err(Unsatisfiable)) => return Err(ApiError::RangeNotSatisfiable { size }),
+        Some(Ok((start, end))) => {
+            response_headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")).expect("digits are a valid header"),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+    };
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if method == Method::HEAD {
+        return Ok((status, response_headers).into_response());
+    }
+
+    if start == 0 && let Some(device_id) = &downloader.device_id {
+        count_download(&state, firmware.id, device_id).await;
+    }
+    let stream = state
+        .blobs()
+        .read_range(&firmware.binary_path, start, len)
+        .await?
+        .inspect(|chunk| {
+            if let Ok(bytes) = chunk {
+                metrics::counter!("ota_download_bytes_total").increment(bytes.len() as u64);
+            }
+        });
+    Ok((status, response_headers, Body::from_stream(stream)).into_response())
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap, firmware_id: i64, link: &LinkParams) -> ApiResult<Downloader> {
+    if let Some(device) = DeviceAuth::from_headers(headers, state)? {
+        return Ok(Downloader { device_id: Some(device.device_id.clone()), token: Some(device) });
+    }
+    let (Some(expires), Some(sig)) = (link.expires, link.sig.as_deref()) else {
+        return Err(ApiError::Unauthorized(
+            "a device bearer token or a signed link (expires, sig) is required".into(),
+        ));
+    };
+    let device_id = link
+        .device
+        .as_deref()
+        .map(DeviceId::parse)
+        .transpose()
+        .map_err(|_| ApiError::Forbidden("the download link's signature does not match".into()))?;
+    let now = chrono::Utc::now().timestamp();
+    state
+        .links()
+        .verify(firmware_id, device_id.as_ref(), expires, sig, now)
+        .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+    Ok(Downloader { device_id, token: None })
+}
+
+async fn count_download(state: &AppState, firmware_id: i64, device_id: &DeviceId) {
+    // Counting must never cost the device its download.
+    if let Err(e) = state.store().count_download(firmware_id, device_id.as_str()).await {
+        tracing::warn!(error = %e, "could not count a download");
+    }
+}
+
+fn download_name(firmware: &Firmware) -> String {
+    format!("{}-v{}.bin", firmware.device_type, firmware.version)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Unsatisfiable;
+
+/// A single `bytes=` range as inclusive `(start, end)`, clamped to the file.
+/// `None` for anything else (other units, several ranges, bad syntax): the
+/// whole file is sent then, as RFC 9110 allows.
+fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), Unsatisfiable>> {
+    let spec = value.trim().strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    if first.is_empty() {
+        let suffix = number(last)?;
+        if suffix == 0 || size == 0 {
+            return Some(Err(Unsatisfiable));
+        }
+        return Some(Ok((size.saturating_sub(suffix), size - 1)));
+    }
+    let start = number(first)?;
+    let end = if last.is_empty() { u64::MAX } else { number(last)? };
+    if end < start {
+        return None;
+    }
+    if start >= size {
+        return Some(Err(Unsatisfiable));
+    }
+    Some(Ok((start, end.min(size - 1))))
+}
+
+/// `If-None-Match` (weak comparison) or `If-Match`-style list matching.
+fn etag_list_matches(value: &HeaderValue, etag: &str, strong: bool) -> bool {
+    let Ok(list) = value.to_str() else { return false };
+    list.split(',').map(str::trim).any(|candidate| {
+        candidate == "*"
+            || candidate == etag
+            || (!strong && candidate.strip_prefix("W/").is_some_and(|weak| weak == etag))
+    })
+}
+
+/// Whether a `Range` may be honoured: no `If-Range`, or one that names this
+/// representation (the strong ETag, or exactly its Last-Modified date).
+fn if_range_allows(headers: &HeaderMap, etag: &str, last_modified: &str) -> bool {
+    match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(value) if value.starts_with('"') => value == etag,
+        Some(value) if value.starts_with("W/") => false,
+        Some(value) => value == last_modified,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_parsed_and_clamped() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=-1000", 100), Some(Ok((0, 99))));
+        assert_eq!(parse_range("bytes=50-100", 100), Some(Ok((50, 99))), "one past the end is clamped");
+        assert_eq!(parse_range("bytes=50-100000", 100), Some(Ok((50, 99))));
+    }
+
+    #[test]
+    fn a_start_past_the_end_is_unsatisfiable() {
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(Unsatisfiable)));
+        assert_eq!(parse_range("bytes=100-200", 100), Some(Err(Unsatisfiable)));
+        assert_eq!(parse_range("bytes=-0", 100), Some(Err(Unsatisfiable)));
+    }
+
+    #[test]
+    fn ranges_we_do_not_serve_are_ignored() {
+        for ignored in ["items=0-1", "bytes=0-1,5-6", "bytes=5-1", "bytes=a-b", "bytes=", "bytes=--1", "bytes=+1-2"] {
+            assert_eq!(parse_range(ignored, 100), None, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn if_none_match_uses_weak_comparison() {
+        let etag = "\"abc\"";
+        assert!(etag_list_matches(&HeaderValue::from_static("\"abc\""), etag, false));
+        assert!(etag_list_matches(&HeaderValue::from_static("W/\"abc\""), etag, false));
+        assert!(etag_list_matches(&HeaderValue::from_static("\"x\", \"abc\""), etag, false));
+        assert!(etag_list_matches(&HeaderValue::from_static("*"), etag, false));
+        assert!(!etag_list_matches(&HeaderValue::from_static("\"x\""), etag, false));
+    }
+}

@@ -1,0 +1,83 @@
+//! Health, readiness, metrics and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use ota_core::wire::Problem;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn router(with_metrics: bool) -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(openapi_json));
+    if with_metrics { router.routes(routes!(metrics)) } else { router }
+}
+
+/// Health and readiness answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    /// `ok` or `ready`.
+    status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// The database and the firmware storage are reachable.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "Not ready; says which part", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> {
+    if let Err(e) = state.store().ping().await {
+        tracing::warn!(error = %e, "not ready: database");
+        return Err(ApiError::Unavailable("the database is not reachable".into()));
+    }
+    if let Err(e) = state.blobs().check_ready().await {
+        tracing::warn!(error = format!("{e:#}"), "not ready: storage");
+        return Err(ApiError::Unavailable("the firmware storage is not writable".into()));
+    }
+    Ok(axum::Json(Health { status: "ready" }))
+}
+
+/// Prometheus metrics, in the text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "ops",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object))
+)]
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        state.openapi_json().to_owned(),
+    )
+        .into_response()
+}

@@ -1,0 +1,15 @@
+//! The OTA update server: the HTTP contract of `shared/API.md` over a
+//! database and a firmware folder. `main.rs` only parses the command line
+//! and calls [`app::Application`].
+
+pub mod app;
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod http;
+pub mod net;
+pub mod ratelimit;
+pub mod secrets;
+pub mod state;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,101 @@
+//! What every handler shares: cheap to clone, `Arc` inside.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use ota_core::LinkSigner;
+use tokio::sync::Mutex;
+
+use crate::auth::DeviceTokenVerifier;
+use crate::blobs::Blobs;
+use crate::config::{Secret, Settings};
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    settings: Settings,
+    store: Store,
+    blobs: Blobs,
+    admin_token: Secret,
+    device_tokens: DeviceTokenVerifier,
+    links: LinkSigner,
+    rate_limiter: RateLimiter,
+    metrics: PrometheusHandle,
+    openapi_json: String,
+    publish_lock: Mutex<()>,
+}
+
+/// Everything [`AppState::new`] needs.
+pub struct Parts {
+    pub settings: Settings,
+    pub store: Store,
+    pub blobs: Blobs,
+    pub admin_token: Secret,
+    pub device_tokens: DeviceTokenVerifier,
+    pub links: LinkSigner,
+    pub metrics: PrometheusHandle,
+    pub openapi_json: String,
+}
+
+impl AppState {
+    pub fn new(parts: Parts) -> Self {
+        let rate_limiter = RateLimiter::per_minute(parts.settings.device_rate_limit);
+        Self(Arc::new(Inner {
+            settings: parts.settings,
+            store: parts.store,
+            blobs: parts.blobs,
+            admin_token: parts.admin_token,
+            device_tokens: parts.device_tokens,
+            links: parts.links,
+            rate_limiter,
+            metrics: parts.metrics,
+            openapi_json: parts.openapi_json,
+            publish_lock: Mutex::new(()),
+        }))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn blobs(&self) -> &Blobs {
+        &self.0.blobs
+    }
+
+    pub fn admin_token(&self) -> &Secret {
+        &self.0.admin_token
+    }
+
+    pub fn device_tokens(&self) -> &DeviceTokenVerifier {
+        &self.0.device_tokens
+    }
+
+    pub fn links(&self) -> &LinkSigner {
+        &self.0.links
+    }
+
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.0.rate_limiter
+    }
+
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.0.metrics
+    }
+
+    pub fn openapi_json(&self) -> &str {
+        &self.0.openapi_json
+    }
+
+    /// Held while a file is moved into place and its record written, so
+    /// that two uploads of one version cannot interleave.
+    pub fn publish_lock(&self) -> &Mutex<()> {
+        &self.0.publish_lock
+    }
+}

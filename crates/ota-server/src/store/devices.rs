@@ -1,0 +1,71 @@
+//! The device inventory: what each device last told us.
+
+use chrono::Utc;
+
+use super::Store;
+
+/// What a device said when it checked in.
+#[derive(Debug, Clone)]
+pub struct DeviceSeen<'a> {
+    pub device_id: &'a str,
+    pub device_type: &'a str,
+    pub current_version: &'a str,
+    pub build_number: Option<i64>,
+    pub channel: &'a str,
+}
+
+impl Store {
+    /// Records a check-in: creates the device or updates what it runs.
+    pub async fn device_seen(&self, seen: &DeviceSeen<'_>) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO devices (device_id, device_type, current_version, build_number, channel, first_seen, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type, \
+             current_version = excluded.current_version, build_number = excluded.build_number, \
+             channel = excluded.channel, last_seen = excluded.last_seen",
+        )
+        .bind(seen.device_id)
+        .bind(seen.device_type)
+        .bind(seen.current_version)
+        .bind(seen.build_number)
+        .bind(seen.channel)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// The version a device last reported running.
+    pub async fn device_version(&self, device_id: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar::<_, Option<String>>("SELECT current_version FROM devices WHERE device_id = $1")
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map(Option::flatten)
+    }
+
+    /// Records a device's status report; on `success` it now runs `version`.
+    pub async fn device_reported(
+        &self,
+        device_id: &str,
+        device_type: &str,
+        status: &str,
+        now_running: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO devices (device_id, device_type, current_version, last_status, first_seen, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $5) \
+             ON CONFLICT (device_id) DO UPDATE SET last_status = excluded.last_status, \
+             current_version = COALESCE(excluded.current_version, devices.current_version), \
+             last_seen = excluded.last_seen",
+        )
+        .bind(device_id)
+        .bind(device_type)
+        .bind(now_running)
+        .bind(status)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+}

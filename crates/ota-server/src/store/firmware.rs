@@ -1,0 +1,247 @@
+//! The firmware catalogue.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use ota_core::OtaStatus;
+use ota_core::wire::Firmware;
+use sqlx::{FromRow, QueryBuilder, Sqlite};
+
+use super::Store;
+
+#[derive(Debug, FromRow)]
+struct FirmwareRow {
+    id: i64,
+    device_type: String,
+    version: String,
+    build_number: Option<i64>,
+    filename: String,
+    binary_path: String,
+    file_size: i64,
+    file_hash: String,
+    release_notes: Option<String>,
+    min_version: Option<String>,
+    is_stable: bool,
+    is_active: bool,
+    is_mandatory: bool,
+    rollout_percentage: i64,
+    download_count: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<FirmwareRow> for Firmware {
+    fn from(row: FirmwareRow) -> Self {
+        Firmware {
+            id: row.id,
+            device_type: row.device_type,
+            version: row.version,
+            build_number: row.build_number,
+            filename: row.filename,
+            binary_path: row.binary_path,
+            file_size: row.file_size,
+            file_hash: row.file_hash,
+            release_notes: row.release_notes,
+            min_version: row.min_version,
+            is_stable: row.is_stable,
+            is_active: row.is_active,
+            is_mandatory: row.is_mandatory,
+            rollout_percentage: row.rollout_percentage.clamp(0, 100) as u8,
+            download_count: row.download_count,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// A firmware record to create; every value already checked.
+#[derive(Debug, Clone)]
+pub struct NewFirmware {
+    pub device_type: String,
+    pub version: String,
+    pub build_number: Option<i64>,
+    pub filename: String,
+    pub binary_path: String,
+    pub file_size: i64,
+    pub file_hash: String,
+    pub release_notes: Option<String>,
+    pub min_version: Option<String>,
+    pub is_stable: bool,
+    pub is_mandatory: bool,
+    pub rollout_percentage: u8,
+}
+
+/// Filters of the admin list.
+#[derive(Debug, Clone, Default)]
+pub struct FirmwareFilter {
+    pub device_type: Option<String>,
+    pub is_active: Option<bool>,
+    pub is_stable: Option<bool>,
+}
+
+/// Checked changes to a firmware record: `None` leaves a field alone,
+/// `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct FirmwareChanges {
+    pub release_notes: Option<Option<String>>,
+    pub is_stable: Option<bool>,
+    pub is_active: Option<bool>,
+    pub is_mandatory: Option<bool>,
+    pub min_version: Option<Option<String>>,
+    pub rollout_percentage: Option<u8>,
+    pub build_number: Option<Option<i64>>,
+}
+
+impl Store {
+    pub async fn insert_firmware(&self, new: &NewFirmware) -> Result<Firmware, sqlx::Error> {
+        let now = Utc::now();
+        sqlx::query_as::<_, FirmwareRow>(
+            "INSERT INTO firmware (device_type, version, build_number, filename, binary_path, file_size, \
+             file_hash, release_notes, min_version, is_stable, is_active, is_mandatory, rollout_percentage, \
+             download_count, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $12, 0, $13, $13) RETURNING *",
+        )
+        .bind(&new.device_type)
+        .bind(&new.version)
+        .bind(new.build_number)
+        .bind(&new.filename)
+        .bind(&new.binary_path)
+        .bind(new.file_size)
+        .bind(&new.file_hash)
+        .bind(&new.release_notes)
+        .bind(&new.min_version)
+        .bind(new.is_stable)
+        .bind(new.is_mandatory)
+        .bind(i64::from(new.rollout_percentage))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map(Firmware::from)
+    }
+
+    pub async fn firmware(&self, id: i64) -> Result<Option<Firmware>, sqlx::Error> {
+        sqlx::query_as::<_, FirmwareRow>("SELECT * FROM firmware WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map(|row| row.map(Firmware::from))
+    }
+
+    /// The record of a (device_type, version), active or not.
+    pub async fn firmware_by_version(&self, device_type: &str, version: &str) -> Result<Option<Firmware>, sqlx::Error> {
+        sqlx::query_as::<_, FirmwareRow>("SELECT * FROM firmware WHERE device_type = $1 AND version = $2")
+            .bind(device_type)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map(|row| row.map(Firmware::from))
+    }
+
+    /// Whether any record, active or not, owns the file at `binary_path`.
+    pub async fn binary_path_in_use(&self, binary_path: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM firmware WHERE binary_path = $1")
+            .bind(binary_path)
+            .fetch_one(&self.pool)
+            .await
+            .map(|n| n > 0)
+    }
+
+    /// Every active firmware of a device type: the candidates for an offer.
+    pub async fn active_firmware(&self, device_type: &str) -> Result<Vec<Firmware>, sqlx::Error> {
+        sqlx::query_as::<_, FirmwareRow>("SELECT * FROM firmware WHERE device_type = $1 AND is_active = TRUE")
+            .bind(device_type)
+            .fetch_all(&self.pool)
+            .await
+            .map(|rows| rows.into_iter().map(Firmware::from).collect())
+    }
+
+    /// Every record matching the filter, in no particular order.
+    pub async fn list_firmware(&self, filter: &FirmwareFilter) -> Result<Vec<Firmware>, sqlx::Error> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM firmware WHERE TRUE");
+        if let Some(device_type) = &filter.device_type {
+            query.push(" AND device_type = ").push_bind(device_type.clone());
+        }
+        if let Some(is_active) = filter.is_active {
+            query.push(" AND is_active = ").push_bind(is_active);
+        }
+        if let Some(is_stable) = filter.is_stable {
+            query.push(" AND is_stable = ").push_bind(is_stable);
+        }
+        query
+            .build_query_as::<FirmwareRow>()
+            .fetch_all(&self.pool)
+            .await
+            .map(|rows| rows.into_iter().map(Firmware::from).collect())
+    }
+
+    /// Applies checked changes; `None` when there is no such firmware.
+    pub async fn update_firmware(&self, id: i64, changes: &FirmwareChanges) -> Result<Option<Firmware>, sqlx::Error> {
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE firmware SET updated_at = ");
+        query.push_bind(Utc::now());
+        if let Some(value) = &changes.release_notes {
+            query.push(", release_notes = ").push_bind(value.clone());
+        }
+        if let Some(value) = changes.is_stable {
+            query.push(", is_stable = ").push_bind(value);
+        }
+        if let Some(value) = changes.is_active {
+            query.push(", is_active = ").push_bind(value);
+        }
+        if let Some(value) = changes.is_mandatory {
+            query.push(", is_mandatory = ").push_bind(value);
+        }
+        if let Some(value) = &changes.min_version {
+            query.push(", min_version = ").push_bind(value.clone());
+        }
+        if let Some(value) = changes.rollout_percentage {
+            query.push(", rollout_percentage = ").push_bind(i64::from(value));
+        }
+        if let Some(value) = changes.build_number {
+            query.push(", build_number = ").push_bind(value);
+        }
+        query.push(" WHERE id = ").push_bind(id).push(" RETURNING *");
+        query
+            .build_query_as::<FirmwareRow>()
+            .fetch_optional(&self.pool)
+            .await
+            .map(|row| row.map(Firmware::from))
+    }
+
+    /// Number of OTA log rows of a firmware in each status (every status present).
+    pub async fn status_counts(&self, firmware_id: i64) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM device_ota_log WHERE firmware_id = $1 GROUP BY status")
+                .bind(firmware_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut counts: BTreeMap<String, i64> =
+            OtaStatus::ALL.iter().map(|status| (status.as_str().to_owned(), 0)).collect();
+        counts.extend(rows);
+        Ok(counts)
+    }
+
+    /// Counts a download of a firmware by a device, once per device. Returns
+    /// whether this was the device's first.
+    pub async fn count_download(&self, firmware_id: i64, device_id: &str) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO firmware_download (firmware_id, device_id, first_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(firmware_id)
+        .bind(device_id)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if inserted {
+            sqlx::query("UPDATE firmware SET download_count = download_count + 1 WHERE id = $1")
+                .bind(firmware_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+}

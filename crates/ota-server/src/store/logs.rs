@@ -1,0 +1,183 @@
+//! OTA log rows: one per update attempt.
+
+use chrono::{DateTime, Utc};
+use ota_core::OtaStatus;
+use ota_core::wire::OtaLog;
+use sqlx::{FromRow, QueryBuilder, Sqlite};
+
+use super::Store;
+
+#[derive(Debug, FromRow)]
+struct LogRow {
+    id: i64,
+    device_id: String,
+    firmware_id: i64,
+    from_version: Option<String>,
+    to_version: String,
+    status: String,
+    progress: Option<i64>,
+    error_message: Option<String>,
+    started_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<LogRow> for OtaLog {
+    type Error = sqlx::Error;
+    fn try_from(row: LogRow) -> Result<Self, sqlx::Error> {
+        let status = row.status.parse::<OtaStatus>().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok(OtaLog {
+            id: row.id,
+            device_id: row.device_id,
+            firmware_id: row.firmware_id,
+            from_version: row.from_version,
+            to_version: row.to_version,
+            status,
+            progress: row.progress,
+            error_message: row.error_message,
+            started_at: row.started_at,
+            updated_at: row.updated_at,
+            completed_at: row.completed_at,
+        })
+    }
+}
+
+fn into_log(row: Option<LogRow>) -> Result<Option<OtaLog>, sqlx::Error> {
+    row.map(OtaLog::try_from).transpose()
+}
+
+/// A new update attempt.
+#[derive(Debug, Clone)]
+pub struct NewLog<'a> {
+    pub device_id: &'a str,
+    pub firmware_id: i64,
+    pub from_version: Option<&'a str>,
+    pub to_version: &'a str,
+    pub status: OtaStatus,
+    pub progress: Option<i64>,
+    pub error_message: Option<&'a str>,
+}
+
+/// Filters of the admin log list.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub device_id: Option<String>,
+    pub firmware_id: Option<i64>,
+    pub status: Option<OtaStatus>,
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl LogFilter {
+    fn push_where(&self, query: &mut QueryBuilder<Sqlite>) {
+        query.push(" WHERE TRUE");
+        if let Some(device_id) = &self.device_id {
+            query.push(" AND device_id = ").push_bind(device_id.clone());
+        }
+        if let Some(firmware_id) = self.firmware_id {
+            query.push(" AND firmware_id = ").push_bind(firmware_id);
+        }
+        if let Some(status) = self.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(since) = self.since {
+            query.push(" AND started_at >= ").push_bind(since);
+        }
+    }
+}
+
+impl Store {
+    /// Inserts an attempt. Fails with a unique violation when the device
+    /// already has an open attempt at this firmware.
+    pub async fn insert_log(&self, new: &NewLog<'_>) -> Result<OtaLog, sqlx::Error> {
+        let now = Utc::now();
+        let completed_at = new.status.is_final().then_some(now);
+        let row = sqlx::query_as::<_, LogRow>(
+            "INSERT INTO device_ota_log (device_id, firmware_id, from_version, to_version, status, progress, \
+             error_message, started_at, updated_at, completed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING *",
+        )
+        .bind(new.device_id)
+        .bind(new.firmware_id)
+        .bind(new.from_version)
+        .bind(new.to_version)
+        .bind(new.status.as_str())
+        .bind(new.progress)
+        .bind(new.error_message)
+        .bind(now)
+        .bind(completed_at)
+        .fetch_one(&self.pool)
+        .await?;
+        OtaLog::try_from(row)
+    }
+
+    /// The open (not final) attempt of a device at a firmware.
+    pub async fn open_log(&self, device_id: &str, firmware_id: i64) -> Result<Option<OtaLog>, sqlx::Error> {
+        let row = sqlx::query_as::<_, LogRow>(
+            "SELECT * FROM device_ota_log WHERE device_id = $1 AND firmware_id = $2 \
+             AND status IN ('pending', 'downloading', 'installing')",
+        )
+        .bind(device_id)
+        .bind(firmware_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        into_log(row)
+    }
+
+    /// The latest attempt of a device at a firmware, open or not.
+    pub async fn latest_log(&self, device_id: &str, firmware_id: i64) -> Result<Option<OtaLog>, sqlx::Error> {
+        let row = sqlx::query_as::<_, LogRow>(
+            "SELECT * FROM device_ota_log WHERE device_id = $1 AND firmware_id = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(device_id)
+        .bind(firmware_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        into_log(row)
+    }
+
+    /// Moves an attempt from `from` to `to`, only if it is still in `from`
+    /// (so two racing reports cannot both apply). `None` when it was not.
+    pub async fn advance_log(
+        &self,
+        id: i64,
+        from: OtaStatus,
+        to: OtaStatus,
+        progress: Option<i64>,
+        error_message: Option<&str>,
+    ) -> Result<Option<OtaLog>, sqlx::Error> {
+        let now = Utc::now();
+        let completed_at = to.is_final().then_some(now);
+        let row = sqlx::query_as::<_, LogRow>(
+            "UPDATE device_ota_log SET status = $1, progress = COALESCE($2, progress), \
+             error_message = COALESCE($3, error_message), updated_at = $4, completed_at = $5 \
+             WHERE id = $6 AND status = $7 RETURNING *",
+        )
+        .bind(to.as_str())
+        .bind(progress)
+        .bind(error_message)
+        .bind(now)
+        .bind(completed_at)
+        .bind(id)
+        .bind(from.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        into_log(row)
+    }
+
+    /// A page of attempts, newest first, and how many match in all.
+    pub async fn list_logs(&self, filter: &LogFilter, limit: i64, offset: i64) -> Result<(Vec<OtaLog>, i64), sqlx::Error> {
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM device_ota_log");
+        filter.push_where(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+
+        let mut page = QueryBuilder::<Sqlite>::new("SELECT * FROM device_ota_log");
+        filter.push_where(&mut page);
+        page.push(" ORDER BY started_at DESC, id DESC LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = page.build_query_as::<LogRow>().fetch_all(&self.pool).await?;
+        let items = rows.into_iter().map(OtaLog::try_from).collect::<Result<_, _>>()?;
+        Ok((items, total))
+    }
+}

@@ -1,0 +1,64 @@
+//! The database: connection, migrations and the queries, one module per table.
+//!
+//! SQLite (WAL, `busy_timeout`, foreign keys on, `synchronous=FULL`) is the
+//! embedded default. Migrations are embedded in the binary and applied at
+//! start. Queries use `$N` placeholders so they stay portable.
+
+mod devices;
+mod firmware;
+mod logs;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+pub use devices::DeviceSeen;
+pub use firmware::{FirmwareChanges, FirmwareFilter, NewFirmware};
+pub use logs::{LogFilter, NewLog};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The database behind the server.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Connects (creating an SQLite file if needed) and applies migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("'{url}' is not a database URL this build understands (sqlite://path)"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .context("opening the SQLite database")?;
+        MIGRATIONS.run(&pool).await.context("applying database migrations")?;
+        Ok(Self { pool })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    /// Waits for running queries and closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Whether an error is a unique-constraint violation.
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
