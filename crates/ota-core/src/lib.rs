@@ -11,7 +11,7 @@ pub mod time;
 pub mod version;
 pub mod wire;
 
-pub use link::{LinkSigner, LinkError};
+pub use link::{LinkError, LinkSigner};
 pub use names::{Channel, DeviceId, DeviceType, FileName, NameError, Percent, Sha256Hex};
 pub use offer::{Candidate, DeviceFacts, rollout_bucket, select_offer};
 pub use status::{OtaStatus, Transition, TransitionError, transition};

@@ -109,7 +109,10 @@ mod tests {
     fn an_expired_link_is_refused() {
         let signer = LinkSigner::new(b"k");
         let sig = signer.sign(12, Some(&device()), 1_000);
-        assert_eq!(signer.verify(12, Some(&device()), 1_000, &sig, 1_000), Err(LinkError::Expired));
+        assert_eq!(
+            signer.verify(12, Some(&device()), 1_000, &sig, 1_000),
+            Err(LinkError::Expired)
+        );
     }
 
     #[test]
@@ -117,11 +120,23 @@ mod tests {
         let signer = LinkSigner::new(b"k");
         let sig = signer.sign(12, Some(&device()), 1_000);
         let other = DeviceId::parse("tab5-0002").unwrap();
-        assert_eq!(signer.verify(13, Some(&device()), 1_000, &sig, 0), Err(LinkError::BadSignature));
-        assert_eq!(signer.verify(12, Some(&other), 1_000, &sig, 0), Err(LinkError::BadSignature));
+        assert_eq!(
+            signer.verify(13, Some(&device()), 1_000, &sig, 0),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            signer.verify(12, Some(&other), 1_000, &sig, 0),
+            Err(LinkError::BadSignature)
+        );
         assert_eq!(signer.verify(12, None, 1_000, &sig, 0), Err(LinkError::BadSignature));
-        assert_eq!(signer.verify(12, Some(&device()), 2_000, &sig, 0), Err(LinkError::BadSignature));
-        assert_eq!(signer.verify(12, Some(&device()), 1_000, "zz", 0), Err(LinkError::BadSignature));
+        assert_eq!(
+            signer.verify(12, Some(&device()), 2_000, &sig, 0),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            signer.verify(12, Some(&device()), 1_000, "zz", 0),
+            Err(LinkError::BadSignature)
+        );
         assert_eq!(
             LinkSigner::new(b"other").verify(12, Some(&device()), 1_000, &sig, 0),
             Err(LinkError::BadSignature)

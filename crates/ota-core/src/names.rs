@@ -25,12 +25,7 @@ pub enum NameError {
     NotPercent,
 }
 
-fn check_token(
-    value: &str,
-    max: usize,
-    allowed: &'static str,
-    ok: impl Fn(char) -> bool,
-) -> Result<(), NameError> {
+fn check_token(value: &str, max: usize, allowed: &'static str, ok: impl Fn(char) -> bool) -> Result<(), NameError> {
     if value.is_empty() {
         return Err(NameError::Empty);
     }
@@ -97,12 +92,9 @@ impl DeviceType {
     pub const MAX_LEN: usize = 64;
 
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        check_token(
-            value,
-            Self::MAX_LEN,
-            "lower-case letters, digits, '_' and '-'",
-            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-',
-        )?;
+        check_token(value, Self::MAX_LEN, "lower-case letters, digits, '_' and '-'", |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+        })?;
         Ok(Self(value.to_owned()))
     }
 }
@@ -142,12 +134,9 @@ impl Channel {
     pub const STABLE: &'static str = "stable";
 
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        check_token(
-            value,
-            32,
-            "lower-case letters, digits, '_' and '-'",
-            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-',
-        )?;
+        check_token(value, 32, "lower-case letters, digits, '_' and '-'", |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+        })?;
         Ok(Self(value.to_owned()))
     }
 
@@ -176,12 +165,9 @@ string_newtype!(
 
 impl FileName {
     pub fn parse(value: &str) -> Result<Self, NameError> {
-        check_token(
-            value,
-            128,
-            "letters, digits, '.', '_', '+' and '-'",
-            |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'),
-        )?;
+        check_token(value, 128, "letters, digits, '.', '_', '+' and '-'", |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')
+        })?;
         if value.contains("..") {
             return Err(NameError::BadCharacter {
                 allowed: "letters, digits, '.', '_', '+' and '-' (no '..')",
@@ -257,13 +243,12 @@ mod tests {
 
     #[test]
     fn device_type_refuses_anything_that_could_escape_a_folder() {
-        for bad in ["", "..", "../etc", "a/b", "a\\b", "a\0b", ".hidden", "-x", "UPPER", "sp ace"] {
+        for bad in [
+            "", "..", "../etc", "a/b", "a\\b", "a\0b", ".hidden", "-x", "UPPER", "sp ace",
+        ] {
             assert!(DeviceType::parse(bad).is_err(), "{bad:?} was accepted");
         }
-        assert_eq!(
-            DeviceType::parse(&"a".repeat(65)),
-            Err(NameError::TooLong { max: 64 })
-        );
+        assert_eq!(DeviceType::parse(&"a".repeat(65)), Err(NameError::TooLong { max: 64 }));
         assert!(DeviceType::parse(&"a".repeat(64)).is_ok());
     }
 

@@ -277,7 +277,10 @@ mod tests {
         let expected = DEVICES / 10;
         for (decile, count) in deciles.iter().enumerate() {
             let off = count.abs_diff(expected) as f64 / expected as f64;
-            assert!(off < 0.06, "decile {decile} holds {count} devices, expected about {expected}");
+            assert!(
+                off < 0.06,
+                "decile {decile} holds {count} devices, expected about {expected}"
+            );
         }
     }
 

@@ -109,7 +109,9 @@ mod tests {
 
     #[test]
     fn malformed_versions_are_refused() {
-        for bad in ["", "1", "1.2", "1.2.3.4", "x1.2.3", "1.2.3 ", "../1.2.3", "1.2.3/..", "01.2.3"] {
+        for bad in [
+            "", "1", "1.2", "1.2.3.4", "x1.2.3", "1.2.3 ", "../1.2.3", "1.2.3/..", "01.2.3",
+        ] {
             assert!(Version::parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(Version::parse(&format!("1.2.3-{}", "a".repeat(70))).is_err());
@@ -128,7 +130,12 @@ mod tests {
     }
 
     fn arb_version() -> impl Strategy<Value = Version> {
-        (0u64..50, 0u64..50, 0u64..50, proptest::option::of("[a-z]{1,3}(\\.[1-9][0-9]?)?"))
+        (
+            0u64..50,
+            0u64..50,
+            0u64..50,
+            proptest::option::of("[a-z]{1,3}(\\.[1-9][0-9]?)?"),
+        )
             .prop_map(|(a, b, c, pre)| match pre {
                 Some(pre) => v(&format!("{a}.{b}.{c}-{pre}")),
                 None => v(&format!("{a}.{b}.{c}")),

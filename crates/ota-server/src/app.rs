@@ -34,17 +34,25 @@ impl Application {
             .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
 
         let admin_token = secrets::resolve(SecretKind::AdminToken, settings.admin_token.as_ref(), &data_dir)?;
-        let link_key = secrets::resolve(SecretKind::LinkSigningKey, settings.link_signing_key.as_ref(), &data_dir)?;
+        let link_key = secrets::resolve(
+            SecretKind::LinkSigningKey,
+            settings.link_signing_key.as_ref(),
+            &data_dir,
+        )?;
         let jwt_secret = match settings.device_jwt_public_key {
             Some(_) => None,
-            None => Some(secrets::resolve(SecretKind::DeviceJwtSecret, settings.device_jwt_secret.as_ref(), &data_dir)?),
+            None => Some(secrets::resolve(
+                SecretKind::DeviceJwtSecret,
+                settings.device_jwt_secret.as_ref(),
+                &data_dir,
+            )?),
         };
         let device_tokens = DeviceTokenVerifier::from_settings(&settings, jwt_secret.as_ref())?;
         tracing::info!(algorithm = ?device_tokens.algorithm(), "device tokens");
 
         let database_url = settings.database_url();
         let store = Store::connect(&database_url).await?;
-        tracing::info!(database = %redact_url(&database_url), "database ready");
+        tracing::info!(database = %crate::store::redacted(&database_url), "database ready");
         let blobs = Blobs::open(storage_root(&settings)?).await?;
         tracing::info!(storage = %blobs.root().display(), "firmware storage ready");
 
@@ -52,7 +60,11 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         let metrics_listener = match settings.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?,
+            ),
             None => None,
         };
         let openapi_json = http::openapi().to_json().context("rendering the OpenAPI document")?;
@@ -66,7 +78,11 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             openapi_json,
         });
-        Ok(Self { listener, metrics_listener, state })
+        Ok(Self {
+            listener,
+            metrics_listener,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -77,6 +93,11 @@ impl Application {
         self.local_addr().port()
     }
 
+    /// The shared state (database, storage, settings), for embedding and tests.
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
@@ -85,7 +106,12 @@ impl Application {
     /// in-flight requests up to `shutdown_timeout` to finish, and closes the
     /// database.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, metrics_listener, state } = self;
+        let Application {
+            listener,
+            metrics_listener,
+            state,
+        } = self;
+        let local_addr = listener.local_addr().context("reading the listener's address")?;
         let settings = state.settings().clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = {
@@ -111,7 +137,7 @@ impl Application {
             )
         });
 
-        tracing::info!(listen = %settings.listen, "serving");
+        tracing::info!(listen = %local_addr, "serving");
         let mut main = std::pin::pin!(main.into_future());
         tokio::select! {
             result = &mut main => result.context("serving HTTP")?,
@@ -138,17 +164,11 @@ fn storage_root(settings: &Settings) -> anyhow::Result<std::path::PathBuf> {
         None => Ok(settings.data_dir.join("firmware")),
         Some(url) if url.starts_with("file://") => Ok(url.trim_start_matches("file://").into()),
         Some(url) if url.contains("://") => {
-            bail!("OTA_STORAGE_URL '{url}': this build stores firmware on the local file system only (file:// or a path)")
+            bail!(
+                "OTA_STORAGE_URL '{url}': this build stores firmware on the local file system only (file:// or a path)"
+            )
         }
         Some(path) => Ok(path.into()),
-    }
-}
-
-/// A database URL without its password, for logs.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}://<credentials>{}", &url[..scheme_end], &url[at..]),
-        _ => url.to_owned(),
     }
 }
 

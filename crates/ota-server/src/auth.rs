@@ -37,7 +37,10 @@ impl DeviceTokenVerifier {
         let pinned = settings
             .device_jwt_algorithm
             .as_deref()
-            .map(|name| name.parse::<Algorithm>().with_context(|| format!("OTA_DEVICE_JWT_ALGORITHM '{name}' is not a JWT algorithm")))
+            .map(|name| {
+                name.parse::<Algorithm>()
+                    .with_context(|| format!("OTA_DEVICE_JWT_ALGORITHM '{name}' is not a JWT algorithm"))
+            })
             .transpose()?;
         let (key, algorithm) = match &settings.device_jwt_public_key {
             Some(configured) => public_key(configured, pinned)?,
@@ -89,7 +92,9 @@ fn public_key(configured: &str, pinned: Option<Algorithm>) -> anyhow::Result<(De
         None if DecodingKey::from_ed_pem(pem).is_ok() => EdDSA,
         None if DecodingKey::from_ec_pem(pem).is_ok() => ES256,
         None if DecodingKey::from_rsa_pem(pem).is_ok() => RS256,
-        None => bail!("OTA_DEVICE_JWT_PUBLIC_KEY is not an RSA, EC or Ed25519 public key in PEM form"),
+        None => {
+            bail!("OTA_DEVICE_JWT_PUBLIC_KEY is not an RSA, EC or Ed25519 public key in PEM form")
+        }
     };
     let key = match algorithm {
         RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem),

@@ -71,7 +71,12 @@ impl Blobs {
     }
 
     /// Moves a finished upload to its final name, replacing any file there.
-    pub async fn publish(&self, upload: FinishedUpload, device_type: &DeviceType, file: &FileName) -> anyhow::Result<()> {
+    pub async fn publish(
+        &self,
+        upload: FinishedUpload,
+        device_type: &DeviceType,
+        file: &FileName,
+    ) -> anyhow::Result<()> {
         let dir = self.root.join(device_type.as_str());
         tokio::fs::create_dir_all(&dir)
             .await
@@ -128,25 +133,37 @@ impl Blobs {
             .await
             .with_context(|| format!("opening {}", path.display()))?;
         if start > 0 {
-            file.seek(SeekFrom::Start(start)).await.context("seeking in a firmware file")?;
+            file.seek(SeekFrom::Start(start))
+                .await
+                .context("seeking in a firmware file")?;
         }
         Ok(ReaderStream::with_capacity(file.take(len), READ_CHUNK))
     }
 
     /// Whether the folder is there and writable.
     pub async fn check_ready(&self) -> anyhow::Result<()> {
-        let probe = self.root.join(INCOMING).join(format!("ready-{}.probe", uuid::Uuid::new_v4()));
+        let probe = self
+            .root
+            .join(INCOMING)
+            .join(format!("ready-{}.probe", uuid::Uuid::new_v4()));
         tokio::fs::write(&probe, b"ok")
             .await
             .with_context(|| format!("writing to {}", self.root.display()))?;
-        tokio::fs::remove_file(&probe).await.context("removing the readiness probe")?;
+        tokio::fs::remove_file(&probe)
+            .await
+            .context("removing the readiness probe")?;
         Ok(())
     }
 }
 
 async fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    let handle = File::open(dir).await.with_context(|| format!("opening {}", dir.display()))?;
-    handle.sync_all().await.with_context(|| format!("syncing {}", dir.display()))
+    let handle = File::open(dir)
+        .await
+        .with_context(|| format!("opening {}", dir.display()))?;
+    handle
+        .sync_all()
+        .await
+        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 /// A temporary file that is removed when dropped, unless it was published.
@@ -248,7 +265,10 @@ mod tests {
         assert_eq!(finished.sha256, expected);
         blobs.publish(finished, &device_type, &file).await.unwrap();
         assert_eq!(blobs.digest_of(&device_type, &file).await.unwrap(), (expected, 11));
-        assert_eq!(files_under(dir.path()).await, vec![dir.path().join("scales_bridge_tab5/v1.0.0.bin")]);
+        assert_eq!(
+            files_under(dir.path()).await,
+            vec![dir.path().join("scales_bridge_tab5/v1.0.0.bin")]
+        );
     }
 
     #[tokio::test]

@@ -186,16 +186,13 @@ settings! {
 
 impl Settings {
     /// Defaults < `config_file` < environment (read through `env`).
-    pub fn load(
-        config_file: Option<&Path>,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<Self> {
+    pub fn load(config_file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let mut settings = Settings::default();
         if let Some(path) = config_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the config file {}", path.display()))?;
-            let overrides: Overrides = toml::from_str(&text)
-                .with_context(|| format!("parsing the config file {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading the config file {}", path.display()))?;
+            let overrides: Overrides =
+                toml::from_str(&text).with_context(|| format!("parsing the config file {}", path.display()))?;
             settings.apply(overrides);
         }
         settings.apply_env(env)?;
@@ -241,8 +238,7 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 
@@ -264,7 +260,10 @@ mod tests {
     #[test]
     fn the_environment_overrides_the_file_which_overrides_defaults() {
         let file = toml_file("listen = \"127.0.0.1:9000\"\nmax_upload_bytes = 10\ndownload_url_ttl = 60\n");
-        let env = env_of(&[("OTA_MAX_UPLOAD_BYTES", "20"), ("OTA_ADMIN_TOKEN", "0123456789abcdef0123")]);
+        let env = env_of(&[
+            ("OTA_MAX_UPLOAD_BYTES", "20"),
+            ("OTA_ADMIN_TOKEN", "0123456789abcdef0123"),
+        ]);
         let settings = Settings::load(Some(file.path()), &env).unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(settings.max_upload_bytes, 20);
@@ -294,7 +293,10 @@ mod tests {
 
     #[test]
     fn secrets_never_appear_in_debug_output() {
-        let env = env_of(&[("OTA_ADMIN_TOKEN", "super-secret-admin-token"), ("OTA_LINK_SIGNING_KEY", "link-key-value")]);
+        let env = env_of(&[
+            ("OTA_ADMIN_TOKEN", "super-secret-admin-token"),
+            ("OTA_LINK_SIGNING_KEY", "link-key-value"),
+        ]);
         let settings = Settings::load(None, &env).unwrap();
         let shown = format!("{settings:?}");
         assert!(!shown.contains("super-secret-admin-token"));
@@ -307,9 +309,20 @@ mod tests {
         for name in Settings::NAMES {
             let variable = format!("OTA_{}", name.to_uppercase());
             let error = Settings::load(None, &env_of(&[(variable.as_str(), "\u{1}not a value")]));
-            let is_free_text = matches!(*name, "database_url" | "storage_url" | "device_jwt_public_key"
-                | "device_jwt_algorithm" | "device_jwt_issuer" | "device_jwt_audience" | "log"
-                | "admin_token" | "device_jwt_secret" | "link_signing_key" | "data_dir");
+            let is_free_text = matches!(
+                *name,
+                "database_url"
+                    | "storage_url"
+                    | "device_jwt_public_key"
+                    | "device_jwt_algorithm"
+                    | "device_jwt_issuer"
+                    | "device_jwt_audience"
+                    | "log"
+                    | "admin_token"
+                    | "device_jwt_secret"
+                    | "link_signing_key"
+                    | "data_dir"
+            );
             assert_eq!(error.is_ok(), is_free_text, "{variable} was not read");
         }
     }

@@ -93,7 +93,10 @@ fn watch<T>(
         deadline.as_mut().reset(due);
     }
     ready!(deadline.as_mut().poll(cx));
-    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")))
+    Poll::Ready(Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "connection idle for too long",
+    )))
 }
 
 impl AsyncRead for IdleTimeoutStream {

@@ -17,7 +17,10 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `0` means unlimited.
     pub fn per_minute(per_window: u32) -> Self {
-        Self { per_window, windows: Mutex::new(HashMap::new()) }
+        Self {
+            per_window,
+            windows: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Counts a request; `Err(seconds)` says when the device may ask again.

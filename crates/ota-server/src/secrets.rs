@@ -13,9 +13,21 @@ use rand::RngCore;
 
 use crate::config::Secret;
 
-/// Values no server should ever accept as a credential.
-const WELL_KNOWN: &[&str] = &["admin", "changeme", "change-me", "password", "secret", "token", "test"];
+/// Placeholders from examples and templates that must never guard a server.
+const WELL_KNOWN: &[&str] = &[
+    "changemechangeme",
+    "change-me-change-me",
+    "replace-me-with-a-secret",
+    "your-admin-token-here",
+    "0123456789abcdef",
+    "1234567890123456",
+    "abcdefghijklmnop",
+    "secretsecretsecret",
+    "passwordpassword",
+];
 const MIN_LEN: usize = 16;
+/// A value made of fewer different characters than this is not random.
+const MIN_DISTINCT: usize = 6;
 
 /// Which secret, and the file it is kept in when generated.
 #[derive(Debug, Clone, Copy)]
@@ -86,8 +98,12 @@ fn check_strength(kind: SecretKind, value: &str) -> anyhow::Result<()> {
     if value.len() < MIN_LEN {
         bail!("{} must be at least {MIN_LEN} characters long", kind.setting());
     }
-    if WELL_KNOWN.iter().any(|known| value.eq_ignore_ascii_case(known)) {
-        bail!("{} is a well-known value; choose a random one", kind.setting());
+    let distinct: std::collections::HashSet<char> = value.chars().collect();
+    if distinct.len() < MIN_DISTINCT || WELL_KNOWN.iter().any(|known| value.eq_ignore_ascii_case(known)) {
+        bail!(
+            "{} is a well-known or guessable value; choose a random one (e.g. openssl rand -hex 32)",
+            kind.setting()
+        );
     }
     Ok(())
 }
@@ -145,11 +161,21 @@ mod tests {
     #[test]
     fn weak_configured_secrets_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        for weak in ["", "short", "changeme"] {
+        for weak in [
+            "",
+            "short",
+            "changeme",
+            "0000000000000000000000",
+            "0123456789ABCDEF",
+            "abababababababababab",
+        ] {
             let secret = Secret::new(weak);
             assert!(resolve(SecretKind::AdminToken, Some(&secret), dir.path()).is_err());
         }
         let strong = Secret::new("a-long-enough-random-token");
-        assert_eq!(resolve(SecretKind::AdminToken, Some(&strong), dir.path()).unwrap(), strong);
+        assert_eq!(
+            resolve(SecretKind::AdminToken, Some(&strong), dir.path()).unwrap(),
+            strong
+        );
     }
 }

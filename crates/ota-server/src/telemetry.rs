@@ -11,7 +11,9 @@ use crate::config::{LogFormat, Settings};
 /// Installs the global log subscriber. `RUST_LOG` wins over the `log` setting.
 pub fn init_logging(settings: &Settings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_span_events(FmtSpan::NONE);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_span_events(FmtSpan::NONE);
     let result = match settings.log_format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -29,7 +31,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full("ota_http_request_duration_seconds".into()),
-                    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0],
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+                    ],
                 )
                 .expect("the bucket list is not empty")
                 .build_recorder();
@@ -44,13 +48,20 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_counter!("ota_http_requests_total", "HTTP requests by matched route, method and status");
+    metrics::describe_counter!(
+        "ota_http_requests_total",
+        "HTTP requests by matched route, method and status"
+    );
     metrics::describe_histogram!(
         "ota_http_request_duration_seconds",
         metrics::Unit::Seconds,
         "Time to the response head, by matched route, method and status"
     );
-    metrics::describe_counter!("ota_download_bytes_total", metrics::Unit::Bytes, "Firmware bytes sent to devices");
+    metrics::describe_counter!(
+        "ota_download_bytes_total",
+        metrics::Unit::Bytes,
+        "Firmware bytes sent to devices"
+    );
     metrics::describe_counter!("ota_offers_total", "Updates offered to devices, by device type");
     metrics::describe_counter!("ota_status_transitions_total", "OTA log status changes, by new status");
 }

@@ -13,7 +13,9 @@ use crate::state::AppState;
 use crate::store::{DeviceSeen, NewLog, is_unique_violation};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(check)).routes(routes!(report_status))
+    OpenApiRouter::new()
+        .routes(routes!(check))
+        .routes(routes!(report_status))
 }
 
 /// Asks whether an update is available.
@@ -91,13 +93,24 @@ async fn check(
         .find(|f| f.id == chosen.firmware_id)
         .expect("the chosen candidate comes from the catalogue");
 
-    let log = open_pending(&state, &device, firmware.id, Some(&current.to_string()), &firmware.version).await?;
+    let log = open_pending(
+        &state,
+        &device,
+        firmware.id,
+        Some(&current.to_string()),
+        &firmware.version,
+    )
+    .await?;
     metrics::counter!("ota_offers_total", "device_type" => device_type.to_string()).increment(1);
     tracing::info!(firmware_id = firmware.id, version = %firmware.version, log_id = log.id, "offered an update");
 
     let expires = chrono::Utc::now().timestamp() + state.settings().download_url_ttl as i64;
     let query = state.links().query(firmware.id, Some(&device.device_id), expires);
-    let download_url = format!("{}/api/ota/download/{}?{query}", public_base(&state, &headers), firmware.id);
+    let download_url = format!(
+        "{}/api/ota/download/{}?{query}",
+        public_base(&state, &headers),
+        firmware.id
+    );
     Ok(axum::Json(CheckResponse::Offer(Offer {
         update_available: true,
         firmware_id: firmware.id,
@@ -252,10 +265,14 @@ async fn report_status(
                 }
             }
             (Transition::Advance | Transition::Repeat, Some(latest)) => {
-                store.advance_log(latest.id, latest.status, status, report.progress, error_message).await?
+                store
+                    .advance_log(latest.id, latest.status, status, report.progress, error_message)
+                    .await?
             }
             (_, None) => {
-                return Err(ApiError::Internal(anyhow::anyhow!("a transition other than OpenNew with no attempt")));
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "a transition other than OpenNew with no attempt"
+                )));
             }
         };
         if let Some(log) = updated {
@@ -270,7 +287,9 @@ async fn report_status(
             return Ok(axum::Json(log));
         }
     }
-    Err(ApiError::Conflict("the update attempt changed while this report was applied; retry".into()))
+    Err(ApiError::Conflict(
+        "the update attempt changed while this report was applied; retry".into(),
+    ))
 }
 
 fn truncate(text: &str, max_chars: usize) -> &str {

@@ -101,14 +101,26 @@ async fn download(
     set(header::ACCEPT_RANGES, "bytes".into());
     set(header::CACHE_CONTROL, "private, max-age=3600, no-transform".into());
     set(header::CONTENT_TYPE, "application/octet-stream".into());
-    set(header::HeaderName::from_static("x-firmware-sha256"), firmware.file_hash.clone());
-    set(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}\"", download_name(&firmware)));
+    set(
+        header::HeaderName::from_static("x-firmware-sha256"),
+        firmware.file_hash.clone(),
+    );
+    set(
+        header::CONTENT_DISPOSITION,
+        format!("attachment; filename=\"{}\"", download_name(&firmware)),
+    );
 
-    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| etag_list_matches(v, &etag, false)) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| etag_list_matches(v, &etag, false))
+    {
         return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
     }
     let range = if method == Method::GET && if_range_allows(&headers, &etag, &last_modified) {
-        headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|v| parse_range(v, size))
+        headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_range(v, size))
     } else {
         None
     };
@@ -128,7 +140,9 @@ async fn download(
         return Ok((status, response_headers).into_response());
     }
 
-    if start == 0 && let Some(device_id) = &downloader.device_id {
+    if start == 0
+        && let Some(device_id) = &downloader.device_id
+    {
         count_download(&state, firmware.id, device_id).await;
     }
     let stream = state
@@ -143,21 +157,30 @@ async fn download(
     Ok((status, response_headers, Body::from_stream(stream)).into_response())
 }
 
+/// A signed link, when the request carries one, decides alone: it names the
+/// firmware and the device it was made for. Otherwise a device token must.
 fn authorize(state: &AppState, headers: &HeaderMap, firmware_id: i64, link: &LinkParams) -> ApiResult<Downloader> {
-    if let Some(device) = DeviceAuth::from_headers(headers, state)? {
-        return Ok(Downloader { device_id: Some(device.device_id.clone()), token: Some(device) });
+    if link.expires.is_none() && link.sig.is_none() {
+        return match DeviceAuth::from_headers(headers, state)? {
+            Some(device) => Ok(Downloader {
+                device_id: Some(device.device_id.clone()),
+                token: Some(device),
+            }),
+            None => Err(ApiError::MissingCredentials(
+                "a device bearer token or a signed link (expires, sig) is required".into(),
+            )),
+        };
     }
+    let bad_link = || ApiError::Forbidden("the download link's signature does not match".into());
     let (Some(expires), Some(sig)) = (link.expires, link.sig.as_deref()) else {
-        return Err(ApiError::Unauthorized(
-            "a device bearer token or a signed link (expires, sig) is required".into(),
-        ));
+        return Err(bad_link());
     };
     let device_id = link
         .device
         .as_deref()
         .map(DeviceId::parse)
         .transpose()
-        .map_err(|_| ApiError::Forbidden("the download link's signature does not match".into()))?;
+        .map_err(|_| bad_link())?;
     let now = chrono::Utc::now().timestamp();
     state
         .links()
@@ -190,9 +213,8 @@ fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), Unsatisfiabl
     }
     let (first, last) = spec.split_once('-')?;
     let (first, last) = (first.trim(), last.trim());
-    let number = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
-    };
+    let number =
+        |s: &str| -> Option<u64> { (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())? };
     if first.is_empty() {
         let suffix = number(last)?;
         if suffix == 0 || size == 0 {
@@ -213,7 +235,9 @@ fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), Unsatisfiabl
 
 /// `If-None-Match` (weak comparison) or `If-Match`-style list matching.
 fn etag_list_matches(value: &HeaderValue, etag: &str, strong: bool) -> bool {
-    let Ok(list) = value.to_str() else { return false };
+    let Ok(list) = value.to_str() else {
+        return false;
+    };
     list.split(',').map(str::trim).any(|candidate| {
         candidate == "*"
             || candidate == etag
@@ -242,7 +266,11 @@ mod tests {
         assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 99))));
         assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
         assert_eq!(parse_range("bytes=-1000", 100), Some(Ok((0, 99))));
-        assert_eq!(parse_range("bytes=50-100", 100), Some(Ok((50, 99))), "one past the end is clamped");
+        assert_eq!(
+            parse_range("bytes=50-100", 100),
+            Some(Ok((50, 99))),
+            "one past the end is clamped"
+        );
         assert_eq!(parse_range("bytes=50-100000", 100), Some(Ok((50, 99))));
     }
 
@@ -255,7 +283,15 @@ mod tests {
 
     #[test]
     fn ranges_we_do_not_serve_are_ignored() {
-        for ignored in ["items=0-1", "bytes=0-1,5-6", "bytes=5-1", "bytes=a-b", "bytes=", "bytes=--1", "bytes=+1-2"] {
+        for ignored in [
+            "items=0-1",
+            "bytes=0-1,5-6",
+            "bytes=5-1",
+            "bytes=a-b",
+            "bytes=",
+            "bytes=--1",
+            "bytes=+1-2",
+        ] {
             assert_eq!(parse_range(ignored, 100), None, "{ignored}");
         }
     }
@@ -265,7 +301,11 @@ mod tests {
         let etag = "\"abc\"";
         assert!(etag_list_matches(&HeaderValue::from_static("\"abc\""), etag, false));
         assert!(etag_list_matches(&HeaderValue::from_static("W/\"abc\""), etag, false));
-        assert!(etag_list_matches(&HeaderValue::from_static("\"x\", \"abc\""), etag, false));
+        assert!(etag_list_matches(
+            &HeaderValue::from_static("\"x\", \"abc\""),
+            etag,
+            false
+        ));
         assert!(etag_list_matches(&HeaderValue::from_static("*"), etag, false));
         assert!(!etag_list_matches(&HeaderValue::from_static("\"x\""), etag, false));
     }

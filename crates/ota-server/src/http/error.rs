@@ -14,6 +14,10 @@ pub type ApiResult<T, E = ApiError> = Result<T, E>;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// No credentials were sent.
+    #[error("{0}")]
+    MissingCredentials(String),
+    /// Credentials were sent but are not valid.
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -27,7 +31,10 @@ pub enum ApiError {
     #[error("the range starts past the end of the {size}-byte file")]
     RangeNotSatisfiable { size: u64 },
     #[error("{detail}")]
-    Invalid { field: Option<&'static str>, detail: String },
+    Invalid {
+        field: Option<&'static str>,
+        detail: String,
+    },
     #[error("too many requests; retry in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
     #[error("{0}")]
@@ -41,13 +48,16 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: &'static str, detail: impl std::fmt::Display) -> Self {
-        ApiError::Invalid { field: Some(field), detail: format!("{field}: {detail}") }
+        ApiError::Invalid {
+            field: Some(field),
+            detail: format!("{field}: {detail}"),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::MissingCredentials(_) | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -99,7 +109,12 @@ pub fn problem(status: StatusCode, detail: String, field: Option<&str>) -> Respo
         field: field.map(str::to_owned),
     };
     let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], json).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+        json,
+    )
+        .into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -119,6 +134,12 @@ impl IntoResponse for ApiError {
         let mut response = problem(status, detail, field);
         let headers = response.headers_mut();
         match self {
+            ApiError::MissingCredentials(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"ota\""),
+                );
+            }
             ApiError::Unauthorized(_) => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,

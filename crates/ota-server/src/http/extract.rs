@@ -35,7 +35,10 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             detail: "expected a body with Content-Type: application/json".into(),
         },
-        other => ApiError::Status { status: other.status(), detail },
+        other => ApiError::Status {
+            status: other.status(),
+            detail,
+        },
     }
 }
 
@@ -67,6 +70,8 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     }
 }
 
+/// The token of an `Authorization: Bearer` header; another scheme counts as
+/// no bearer token at all.
 fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
@@ -75,10 +80,11 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .to_str()
         .map_err(|_| ApiError::Unauthorized("the Authorization header is not readable".into()))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
-            Ok(Some(token.trim()))
-        }
-        _ => Err(ApiError::Unauthorized("expected 'Authorization: Bearer <token>'".into())),
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => match token.trim() {
+            "" => Err(ApiError::Unauthorized("the bearer token is empty".into())),
+            token => Ok(Some(token)),
+        },
+        _ => Ok(None),
     }
 }
 
@@ -96,7 +102,7 @@ impl FromRequestParts<AppState> for AdminAuth {
                 Some(value) => value
                     .to_str()
                     .map_err(|_| ApiError::Unauthorized("the X-Admin-Token header is not readable".into()))?,
-                None => return Err(ApiError::Unauthorized("an admin token is required".into())),
+                None => return Err(ApiError::MissingCredentials("an admin token is required".into())),
             },
         };
         if admin_token_matches(presented, state.admin_token()) {
@@ -144,8 +150,8 @@ impl DeviceAuth {
             };
             ApiError::Unauthorized(reason.into())
         })?;
-        let device_id = DeviceId::parse(&claims.sub)
-            .map_err(|e| ApiError::Unauthorized(format!("the device token's sub {e}")))?;
+        let device_id =
+            DeviceId::parse(&claims.sub).map_err(|e| ApiError::Unauthorized(format!("the device token's sub {e}")))?;
         let device_type = claims
             .device_type
             .map(|value| DeviceType::parse(&value))
@@ -160,6 +166,6 @@ impl FromRequestParts<AppState> for DeviceAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         DeviceAuth::from_headers(&parts.headers, state)?
-            .ok_or_else(|| ApiError::Unauthorized("a device bearer token is required".into()))
+            .ok_or_else(|| ApiError::MissingCredentials("a device bearer token is required".into()))
     }
 }

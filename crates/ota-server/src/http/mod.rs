@@ -51,7 +51,12 @@ impl utoipa::Modify for SecuritySchemes {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "device_jwt",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "admin_token",
@@ -87,11 +92,19 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(middleware::from_fn(record_metrics))
         .layer(CatchPanicLayer::custom(|_| {
-            problem(StatusCode::INTERNAL_SERVER_ERROR, "the server could not complete this request".into(), None)
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server could not complete this request".into(),
+                None,
+            )
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            let request_id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

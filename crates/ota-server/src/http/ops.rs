@@ -13,8 +13,15 @@ use super::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 pub fn router(with_metrics: bool) -> OpenApiRouter<AppState> {
-    let router = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(openapi_json));
-    if with_metrics { router.routes(routes!(metrics)) } else { router }
+    let router = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json));
+    if with_metrics {
+        router.routes(routes!(metrics))
+    } else {
+        router
+    }
 }
 
 /// Health and readiness answer.
@@ -61,7 +68,10 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> 
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
         state.metrics().render(),
     )
         .into_response()

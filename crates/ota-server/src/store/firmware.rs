@@ -214,8 +214,10 @@ impl Store {
                 .bind(firmware_id)
                 .fetch_all(&self.pool)
                 .await?;
-        let mut counts: BTreeMap<String, i64> =
-            OtaStatus::ALL.iter().map(|status| (status.as_str().to_owned(), 0)).collect();
+        let mut counts: BTreeMap<String, i64> = OtaStatus::ALL
+            .iter()
+            .map(|status| (status.as_str().to_owned(), 0))
+            .collect();
         counts.extend(rows);
         Ok(counts)
     }

@@ -25,7 +25,10 @@ struct LogRow {
 impl TryFrom<LogRow> for OtaLog {
     type Error = sqlx::Error;
     fn try_from(row: LogRow) -> Result<Self, sqlx::Error> {
-        let status = row.status.parse::<OtaStatus>().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let status = row
+            .status
+            .parse::<OtaStatus>()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         Ok(OtaLog {
             id: row.id,
             device_id: row.device_id,
@@ -165,7 +168,12 @@ impl Store {
     }
 
     /// A page of attempts, newest first, and how many match in all.
-    pub async fn list_logs(&self, filter: &LogFilter, limit: i64, offset: i64) -> Result<(Vec<OtaLog>, i64), sqlx::Error> {
+    pub async fn list_logs(
+        &self,
+        filter: &LogFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<OtaLog>, i64), sqlx::Error> {
         let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM device_ota_log");
         filter.push_where(&mut count);
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;

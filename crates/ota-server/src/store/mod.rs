@@ -11,9 +11,9 @@ mod logs;
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use anyhow::{Context, bail};
 use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use devices::DeviceSeen;
 pub use firmware::{FirmwareChanges, FirmwareFilter, NewFirmware};
@@ -30,6 +30,12 @@ pub struct Store {
 impl Store {
     /// Connects (creating an SQLite file if needed) and applies migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        if !url.starts_with("sqlite:") {
+            bail!(
+                "OTA_DATABASE_URL '{}': this build supports SQLite only (sqlite://path/to/ota.db)",
+                redacted(url)
+            );
+        }
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("'{url}' is not a database URL this build understands (sqlite://path)"))?
             .create_if_missing(true)
@@ -55,6 +61,16 @@ impl Store {
     /// Waits for running queries and closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A database URL without its credentials, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://<credentials>{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 

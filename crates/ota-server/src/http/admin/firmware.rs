@@ -119,7 +119,10 @@ async fn register_firmware(
     let blobs = state.blobs();
     let binary_path = Blobs::relative_path(&device_type, &filename);
     if blobs.size_of(&device_type, &filename).await?.is_none() {
-        return Err(ApiError::invalid("filename", format!("no uploaded file at {binary_path}")));
+        return Err(ApiError::invalid(
+            "filename",
+            format!("no uploaded file at {binary_path}"),
+        ));
     }
     let (actual_hash, actual_size) = blobs.digest_of(&device_type, &filename).await?;
     if actual_hash != claimed_hash {
@@ -139,7 +142,16 @@ async fn register_firmware(
     if actual_size == 0 {
         return Err(ApiError::invalid("filename", "the stored file is empty"));
     }
-    let firmware = create_record(&state, &device_type, &version, &filename, actual_size as i64, &actual_hash, record).await?;
+    let firmware = create_record(
+        &state,
+        &device_type,
+        &version,
+        &filename,
+        actual_size as i64,
+        &actual_hash,
+        record,
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(firmware)))
 }
 
@@ -219,7 +231,15 @@ const PATCHABLE: &[&str] = &[
     "rollout_percentage",
     "build_number",
 ];
-const IMMUTABLE: &[&str] = &["id", "version", "device_type", "filename", "binary_path", "file_hash", "file_size"];
+const IMMUTABLE: &[&str] = &[
+    "id",
+    "version",
+    "device_type",
+    "filename",
+    "binary_path",
+    "file_hash",
+    "file_size",
+];
 
 /// Changes a firmware record.
 ///
@@ -250,7 +270,11 @@ async fn update_firmware(
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<axum::Json<Firmware>> {
     let changes = parse_changes(&body)?;
-    let updated = state.store().update_firmware(id, &changes).await?.ok_or_else(|| no_firmware(id))?;
+    let updated = state
+        .store()
+        .update_firmware(id, &changes)
+        .await?
+        .ok_or_else(|| no_firmware(id))?;
     tracing::info!(fields = ?body.keys().collect::<Vec<_>>(), "changed firmware");
     Ok(axum::Json(updated))
 }
@@ -260,7 +284,10 @@ fn parse_changes(body: &Map<String, Value>) -> ApiResult<FirmwareChanges> {
     for (key, value) in body {
         let key = key.as_str();
         if let Some(field) = IMMUTABLE.iter().find(|f| **f == key) {
-            return Err(ApiError::invalid(field, "cannot be changed; upload a new version instead"));
+            return Err(ApiError::invalid(
+                field,
+                "cannot be changed; upload a new version instead",
+            ));
         }
         let Some(field) = PATCHABLE.iter().find(|f| **f == key).copied() else {
             return Err(ApiError::Invalid {
@@ -287,12 +314,16 @@ fn parse_changes(body: &Map<String, Value>) -> ApiResult<FirmwareChanges> {
             "build_number" => {
                 changes.build_number = Some(match value {
                     Value::Null => None,
-                    Value::Number(n) => check_build_number(Some(n.as_i64().ok_or_else(|| wrong_type("a whole number"))?))?,
+                    Value::Number(n) => {
+                        check_build_number(Some(n.as_i64().ok_or_else(|| wrong_type("a whole number"))?))?
+                    }
                     _ => return Err(wrong_type("a whole number or null")),
                 })
             }
             "rollout_percentage" => {
-                let n = value.as_i64().ok_or_else(|| wrong_type("a whole number from 0 to 100"))?;
+                let n = value
+                    .as_i64()
+                    .ok_or_else(|| wrong_type("a whole number from 0 to 100"))?;
                 changes.rollout_percentage = Some(Percent::parse(n).map_err(|e| ApiError::invalid(field, e))?.get());
             }
             flag => {
@@ -328,8 +359,15 @@ async fn deactivate_firmware(
     _admin: AdminAuth,
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<Firmware>> {
-    let changes = FirmwareChanges { is_active: Some(false), ..Default::default() };
-    let firmware = state.store().update_firmware(id, &changes).await?.ok_or_else(|| no_firmware(id))?;
+    let changes = FirmwareChanges {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    let firmware = state
+        .store()
+        .update_firmware(id, &changes)
+        .await?
+        .ok_or_else(|| no_firmware(id))?;
     tracing::info!("deactivated firmware");
     Ok(axum::Json(firmware))
 }

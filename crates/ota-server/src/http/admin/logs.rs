@@ -65,7 +65,12 @@ async fn list_logs(
         .map(|s| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)))
         .transpose()
         .map_err(|_| ApiError::BadRequest("since must be an RFC 3339 time, e.g. 2026-11-27T15:04:05Z".into()))?;
-    let filter = LogFilter { device_id: query.device_id, firmware_id: query.firmware_id, status, since };
+    let filter = LogFilter {
+        device_id: query.device_id,
+        firmware_id: query.firmware_id,
+        status,
+        since,
+    };
     let (items, total) = state.store().list_logs(&filter, limit, offset).await?;
     Ok(axum::Json(Page { items, total }))
 }

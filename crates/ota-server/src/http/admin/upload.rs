@@ -22,7 +22,9 @@ const DRAIN_LIMIT: u64 = 32 * 1024 * 1024;
 const MAX_TEXT_FIELD: usize = 64 * 1024;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(upload)).layer(DefaultBodyLimit::disable())
+    OpenApiRouter::new()
+        .routes(routes!(upload))
+        .layer(DefaultBodyLimit::disable())
 }
 
 /// The multipart form of an upload.
@@ -147,14 +149,19 @@ async fn upload(
 
     let _publishing = state.publish_lock().lock().await;
     let store = state.store();
-    if let Some(existing) = store.firmware_by_version(device_type.as_str(), &version.to_string()).await? {
+    if let Some(existing) = store
+        .firmware_by_version(device_type.as_str(), &version.to_string())
+        .await?
+    {
         return Err(ApiError::Conflict(format!(
             "{device_type} {version} is already registered as firmware {}; its file cannot be replaced",
             existing.id
         )));
     }
     if store.binary_path_in_use(&binary_path).await? {
-        return Err(ApiError::Conflict(format!("{binary_path} belongs to a registered firmware")));
+        return Err(ApiError::Conflict(format!(
+            "{binary_path} belongs to a registered firmware"
+        )));
     }
     state.blobs().publish(file, &device_type, &filename).await?;
     tracing::info!(%binary_path, file_size, file_hash = %file_hash, "stored an upload");
@@ -189,7 +196,9 @@ async fn receive_file(blobs: &Blobs, mut field: Field<'_>, max: u64) -> ApiResul
                     break;
                 }
             }
-            return Err(ApiError::PayloadTooLarge(format!("the file is larger than the maximum of {max} bytes")));
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the file is larger than the maximum of {max} bytes"
+            )));
         }
         upload.write(&chunk).await?;
     }
@@ -214,7 +223,9 @@ async fn read_text(mut field: Field<'_>, name: &str) -> ApiResult<String> {
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(malformed)? {
         if bytes.len() + chunk.len() > MAX_TEXT_FIELD {
-            return Err(ApiError::PayloadTooLarge(format!("the form field '{name}' is larger than 64 KiB")));
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the form field '{name}' is larger than 64 KiB"
+            )));
         }
         bytes.extend_from_slice(&chunk);
     }

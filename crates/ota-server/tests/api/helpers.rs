@@ -1,0 +1,294 @@
+//! `spawn_app` and `TestApp`: one helper per endpoint.
+
+use std::sync::Once;
+
+use ota_server::app::Application;
+use ota_server::config::{Secret, Settings};
+use reqwest::{Response, StatusCode, header};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const DEVICE_TYPE: &str = "scales_bridge_tab5";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+pub const JWT_SECRET: &str = "test-device-jwt-secret-0123456789";
+
+pub struct TestApp {
+    pub address: String,
+    pub metrics_address: Option<String>,
+    pub state: ota_server::state::AppState,
+    pub client: reqwest::Client,
+    pub data_dir: TempDir,
+    /// The server stops when this is dropped, with the test.
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+fn init_test_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            tracing_subscriber::fmt()
+                .with_env_filter("info,ota_server=debug")
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// Settings for a test server: loopback port 0, a fresh data dir, known
+/// secrets, no rate limit.
+pub fn test_settings(data_dir: &TempDir) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.path().to_path_buf(),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        device_jwt_secret: Some(Secret::new(JWT_SECRET)),
+        device_rate_limit: 0,
+        shutdown_timeout: 5,
+        ..Settings::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    init_test_logging();
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&data_dir);
+    configure(&mut settings);
+    let app = Application::build(settings).await.expect("the test server starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app.metrics_addr().map(|addr| format!("http://{addr}"));
+    let state = app.state();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        metrics_address,
+        state,
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        data_dir,
+        _shutdown: tx,
+    }
+}
+
+/// A device token signed with the test HS256 secret, valid for an hour.
+pub fn device_token(device_id: &str) -> String {
+    sign_claims(json!({"sub": device_id, "device_type": DEVICE_TYPE, "exp": now() + 3600}))
+}
+
+pub fn sign_claims(claims: Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )
+    .unwrap()
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Deterministic firmware-like bytes of a given size, different per seed.
+pub fn firmware_bytes(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| ((i * 31 + usize::from(seed) * 7) % 251) as u8)
+        .collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Asserts a problem document with this status and returns it.
+pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    assert_eq!(
+        content_type.as_ref().and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "a refusal must be a problem document"
+    );
+    let body: Value = response.json().await.expect("a problem document is JSON");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["title"].is_string() && body["type"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+/// An uploaded firmware's options.
+pub struct Build<'a> {
+    pub version: &'a str,
+    pub bytes: Vec<u8>,
+    pub fields: Vec<(&'a str, String)>,
+}
+
+impl<'a> Build<'a> {
+    pub fn stable(version: &'a str) -> Self {
+        Build {
+            version,
+            bytes: firmware_bytes(4096, version.len() as u8),
+            fields: vec![("is_stable", "true".into())],
+        }
+    }
+
+    pub fn with(mut self, field: &'a str, value: impl Into<String>) -> Self {
+        self.fields.retain(|(name, _)| *name != field);
+        self.fields.push((field, value.into()));
+        self
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn firmware_dir(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("firmware")
+    }
+
+    pub async fn check(&self, token: &str, body: Value) -> Response {
+        self.client
+            .post(self.url("/api/ota/check"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `check` for a device of the test type running `version` on `stable`.
+    pub async fn check_as(&self, device_id: &str, version: &str) -> Value {
+        let response = self
+            .check(
+                &device_token(device_id),
+                json!({"device_type": DEVICE_TYPE, "current_version": version}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    pub async fn report(&self, token: &str, body: Value) -> Response {
+        self.client
+            .post(self.url("/api/ota/status"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn report_as(&self, device_id: &str, firmware_id: i64, status: &str) -> Response {
+        self.report(
+            &device_token(device_id),
+            json!({"firmware_id": firmware_id, "status": status}),
+        )
+        .await
+    }
+
+    pub async fn upload(&self, device_type: &str, build: &Build<'_>) -> Response {
+        let mut form = reqwest::multipart::Form::new()
+            .text("device_type", device_type.to_owned())
+            .text("version", build.version.to_owned());
+        for (name, value) in &build.fields {
+            form = form.text(name.to_string(), value.clone());
+        }
+        let part = reqwest::multipart::Part::bytes(build.bytes.clone()).file_name("app.bin");
+        form = form.part("file", part);
+        self.client
+            .post(self.url("/api/ota/admin/upload"))
+            .bearer_auth(ADMIN_TOKEN)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads and registers a build of the test device type; returns the record.
+    pub async fn publish(&self, build: Build<'_>) -> Value {
+        let response = self.upload(DEVICE_TYPE, &build.with("register", "true")).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        body["firmware"].clone()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn admin_patch(&self, path: &str, body: Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn admin_delete(&self, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn firmware(&self, id: i64) -> Value {
+        let response = self.admin_get(&format!("/api/ota/admin/firmware/{id}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    pub async fn download(&self, firmware_id: i64, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(self.url(&format!("/api/ota/download/{firmware_id}")))
+            .bearer_auth(token)
+    }
+}
+
+/// Every file under a folder, recursively.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(entry.path());
+            } else {
+                found.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    found
+}

@@ -1,0 +1,78 @@
+//! `GET /api/ota/admin/logs`.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn logs(app: &TestApp, query: &str) -> Value {
+    let response = app.admin_get(&format!("/api/ota/admin/logs?{query}")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+fn ids(page: &Value) -> Vec<i64> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn logs_are_listed_newest_first_and_filtered() {
+    let app = spawn_app().await;
+    let old = app.publish(Build::stable("1.1.0")).await;
+    let first = app.check_as("tab5-0001", "1.0.0").await["log_id"].as_i64().unwrap();
+    let second = app.check_as("tab5-0002", "1.0.0").await["log_id"].as_i64().unwrap();
+    app.report_as("tab5-0002", old["id"].as_i64().unwrap(), "failed").await;
+    let new = app.publish(Build::stable("1.2.0")).await;
+    let third = app.check_as("tab5-0001", "1.1.0").await["log_id"].as_i64().unwrap();
+
+    let all = logs(&app, "").await;
+    assert_eq!(ids(&all), [third, second, first]);
+    assert_eq!(all["total"], 3);
+    for field in [
+        "id",
+        "device_id",
+        "firmware_id",
+        "from_version",
+        "to_version",
+        "status",
+        "progress",
+        "error_message",
+        "started_at",
+        "updated_at",
+        "completed_at",
+    ] {
+        assert!(all["items"][0].get(field).is_some(), "a log row lacks {field}");
+    }
+
+    assert_eq!(ids(&logs(&app, "device_id=tab5-0001").await), [third, first]);
+    assert_eq!(ids(&logs(&app, &format!("firmware_id={}", new["id"])).await), [third]);
+    assert_eq!(ids(&logs(&app, "status=failed").await), [second]);
+    assert_eq!(ids(&logs(&app, "limit=1&offset=1").await), [second]);
+    assert_eq!(logs(&app, "limit=1").await["total"], 3);
+    assert_eq!(logs(&app, "since=2999-01-01T00:00:00Z").await["total"], 0);
+    assert_eq!(logs(&app, "since=2000-01-01T00:00:00Z").await["total"], 3);
+}
+
+#[tokio::test]
+async fn a_bad_log_query_is_400() {
+    let app = spawn_app().await;
+
+    for query in ["status=done", "since=yesterday", "limit=1000", "firmware_id=x"] {
+        let response = app.admin_get(&format!("/api/ota/admin/logs?{query}")).await;
+        assert_problem(response, StatusCode::BAD_REQUEST).await;
+    }
+}
+
+#[tokio::test]
+async fn logs_need_the_admin_token() {
+    let app = spawn_app().await;
+
+    let response = app.client.get(app.url("/api/ota/admin/logs")).send().await.unwrap();
+
+    assert_problem(response, StatusCode::UNAUTHORIZED).await;
+}

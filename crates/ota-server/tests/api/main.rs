@@ -1,0 +1,14 @@
+//! Black-box tests of `ota-server` over real HTTP: each test starts its own
+//! server on a random loopback port with its own temporary data dir (SQLite
+//! file and firmware folder).
+
+mod admin_firmware;
+mod auth;
+mod check;
+mod download;
+mod helpers;
+mod logs;
+mod ops;
+mod process;
+mod status;
+mod upload;
