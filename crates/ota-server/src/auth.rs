@@ -106,7 +106,30 @@ fn public_key(configured: &str, pinned: Option<Algorithm>) -> anyhow::Result<(De
     Ok((key, algorithm))
 }
 
-/// Compares a presented admin token with the configured one in constant time.
+/// Compares a presented admin token with the configured one in constant
+/// time. Both are hashed first, so not even the length is compared early.
 pub fn admin_token_matches(presented: &str, expected: &Secret) -> bool {
-    presented.as_bytes().ct_eq(expected.expose().as_bytes()).into()
+    use sha2::{Digest, Sha256};
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = Sha256::digest(expected.expose().as_bytes());
+    presented.ct_eq(&expected).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_admin_token_matches() {
+        let token = Secret::new("the-admin-token-0123456789");
+        assert!(admin_token_matches("the-admin-token-0123456789", &token));
+        for wrong in [
+            "",
+            "the-admin-token-012345678",
+            "the-admin-token-01234567890",
+            "THE-ADMIN-TOKEN-0123456789",
+        ] {
+            assert!(!admin_token_matches(wrong, &token), "{wrong:?}");
+        }
+    }
 }

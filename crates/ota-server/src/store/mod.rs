@@ -78,3 +78,26 @@ pub fn redacted(url: &str) -> String {
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_database_url_of_another_kind_is_refused_clearly() {
+        for url in ["postgres://ota:secret@db/ota", "/var/lib/ota.db", "mysql://x"] {
+            let error = Store::connect(url).await.unwrap_err().to_string();
+            assert!(error.contains("SQLite only"), "{url}: {error}");
+            assert!(!error.contains("secret"), "the password is shown: {error}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(
+            redacted("postgres://ota:pw@db:5432/ota"),
+            "postgres://<credentials>@db:5432/ota"
+        );
+        assert_eq!(redacted("sqlite://./data/ota.db"), "sqlite://./data/ota.db");
+    }
+}

@@ -38,6 +38,11 @@ async fn a_check_without_a_token_is_401() {
         .await
         .unwrap();
 
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.starts_with("Bearer") && !challenge.contains("error="),
+        "RFC 6750 3.1: {challenge}"
+    );
     assert_problem(response, StatusCode::UNAUTHORIZED).await;
 }
 

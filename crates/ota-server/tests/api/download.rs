@@ -103,6 +103,24 @@ async fn a_tampered_or_expired_link_is_403() {
 }
 
 #[tokio::test]
+async fn a_signed_link_works_even_beside_an_expired_bearer_token() {
+    let (app, _, bytes) = app_with_firmware(5000).await;
+    let offer = app.check_as("tab5-0001", "1.0.0").await;
+    let expired = sign_claims(serde_json::json!({"sub": "tab5-0001", "exp": now() - 3600}));
+
+    let response = app
+        .client
+        .get(offer["download_url"].as_str().unwrap())
+        .bearer_auth(expired)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap().len(), bytes.len());
+}
+
+#[tokio::test]
 async fn a_download_without_credentials_is_401() {
     let (app, id, _) = app_with_firmware(5000).await;
 
