@@ -293,3 +293,25 @@ mod tests {
         assert!((900..=1100).contains(&reached), "reached {reached} of 10000");
     }
 }
+
+#[cfg(test)]
+mod pinned {
+    use super::*;
+
+    /// Pins the bucket function: changing it would reshuffle every rollout
+    /// cohort in the field, so it must not change by accident.
+    #[test]
+    fn buckets_are_stable_across_releases() {
+        for (device, firmware_id, bucket) in [
+            ("tab5-0001", 1, 2233),
+            ("tab5-0001", 2, 9438),
+            ("AA:BB:CC:DD:EE:FF", 12, 2532),
+        ] {
+            assert_eq!(
+                rollout_bucket(&DeviceId::parse(device).unwrap(), firmware_id),
+                bucket,
+                "{device} {firmware_id}"
+            );
+        }
+    }
+}

@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ota_core::LinkSigner;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::DeviceTokenVerifier;
 use crate::blobs::Blobs;
 use crate::config::Settings;
-use crate::net::IdleTimeoutListener;
+use crate::net::{Connection, IdleTimeoutListener};
 use crate::secrets::{self, SecretKind};
 use crate::state::{self, AppState};
 use crate::store::Store;
@@ -50,9 +51,11 @@ impl Application {
         let device_tokens = DeviceTokenVerifier::from_settings(&settings, jwt_secret.as_ref())?;
         tracing::info!(algorithm = ?device_tokens.algorithm(), "device tokens");
 
-        let database_url = settings.database_url();
-        let store = Store::connect(&database_url).await?;
-        tracing::info!(database = %crate::store::redacted(&database_url), "database ready");
+        let store = match &settings.database_url {
+            Some(url) => Store::connect(url).await?,
+            None => Store::open_file(&settings.data_dir.join("ota.db")).await?,
+        };
+        tracing::info!(database = %store.describe(), "database ready");
         let blobs = Blobs::open(storage_root(&settings)?).await?;
         tracing::info!(storage = %blobs.root().display(), "firmware storage ready");
 
@@ -103,8 +106,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, gives
-    /// in-flight requests up to `shutdown_timeout` to finish, and closes the
-    /// database.
+    /// in-flight requests up to `shutdown_timeout` to finish, closes the
+    /// connections still open, and closes the database.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Application {
             listener,
@@ -113,29 +116,19 @@ impl Application {
         } = self;
         let local_addr = listener.local_addr().context("reading the listener's address")?;
         let settings = state.settings().clone();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            }
-        };
+        let stopping = CancellationToken::new();
+        let closing = CancellationToken::new();
 
-        let main = axum::serve(
-            IdleTimeoutListener::new(listener, Duration::from_secs(settings.idle_timeout)),
-            http::router(state.clone(), metrics_listener.is_none()),
-        )
-        .with_graceful_shutdown(stopped);
+        let listener = IdleTimeoutListener::new(listener, Duration::from_secs(settings.idle_timeout), closing.clone());
+        let router = http::router(state.clone(), metrics_listener.is_none());
+        let main = axum::serve(listener, router.into_make_service_with_connect_info::<Connection>())
+            .with_graceful_shutdown(stopping.clone().cancelled_owned());
         let metrics_server = metrics_listener.map(|listener| {
-            let mut rx = stop_rx.clone();
-            tokio::spawn(
-                axum::serve(listener, http::metrics_router(state.clone()))
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.wait_for(|stop| *stop).await;
-                    })
-                    .into_future(),
-            )
+            let serve = axum::serve(listener, http::metrics_router(state.clone()))
+                .with_graceful_shutdown(stopping.clone().cancelled_owned());
+            tokio::spawn(serve.into_future())
         });
+        let upkeep = tokio::spawn(keep_metrics_tidy(state.clone()));
 
         tracing::info!(listen = %local_addr, "serving");
         let mut main = std::pin::pin!(main.into_future());
@@ -143,19 +136,39 @@ impl Application {
             result = &mut main => result.context("serving HTTP")?,
             () = shutdown => {
                 tracing::info!(grace_seconds = settings.shutdown_timeout, "shutting down: no new connections, finishing in-flight requests");
-                let _ = stop_tx.send(true);
-                match tokio::time::timeout(Duration::from_secs(settings.shutdown_timeout), &mut main).await {
-                    Ok(result) => result.context("serving HTTP")?,
-                    Err(_) => tracing::warn!("in-flight requests did not finish in time; closing them"),
+                stopping.cancel();
+                let grace = Duration::from_secs(settings.shutdown_timeout);
+                if tokio::time::timeout(grace, &mut main).await.is_err() {
+                    tracing::warn!("in-flight requests did not finish in time; closing their connections");
+                    closing.cancel();
+                    if tokio::time::timeout(CLOSE_WAIT, &mut main).await.is_err() {
+                        tracing::warn!("some connections did not close");
+                    }
                 }
             }
         }
+        upkeep.abort();
         if let Some(server) = metrics_server {
             server.abort();
         }
-        state.store().close().await;
+        if tokio::time::timeout(CLOSE_WAIT, state.store().close()).await.is_err() {
+            tracing::warn!("the database did not close in time");
+        }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How long closing connections and the database may take after the grace period.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Drains the metrics recorder's histogram buffers, which otherwise grow
+/// until someone scrapes `/metrics`.
+async fn keep_metrics_tidy(state: AppState) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        state.metrics().run_upkeep();
     }
 }
 

@@ -184,6 +184,11 @@ settings! {
     log: String = "info".to_owned(),
 }
 
+/// The longest duration any setting may have: one year.
+const MAX_SECONDS: u64 = 366 * 24 * 3600;
+/// The largest upload any setting may allow: 64 GiB.
+const MAX_UPLOAD: u64 = 64 << 30;
+
 impl Settings {
     /// Defaults < `config_file` < environment (read through `env`).
     pub fn load(config_file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
@@ -206,27 +211,27 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.download_url_ttl == 0 {
-            bail!("download_url_ttl must be at least 1 second");
-        }
-        if self.max_upload_bytes == 0 {
-            bail!("max_upload_bytes must be at least 1");
-        }
-        if self.idle_timeout == 0 {
-            bail!("idle_timeout must be at least 1 second");
-        }
+        let within = |name: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "{name} must be between {} and {}, got {value}",
+                    range.start(),
+                    range.end()
+                ))
+            }
+        };
+        within("download_url_ttl", self.download_url_ttl, 1..=MAX_SECONDS)?;
+        within("idle_timeout", self.idle_timeout, 1..=MAX_SECONDS)?;
+        within("shutdown_timeout", self.shutdown_timeout, 0..=MAX_SECONDS)?;
+        within("max_upload_bytes", self.max_upload_bytes, 1..=MAX_UPLOAD)?;
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             bail!("public_url must start with http:// or https://, got '{url}'");
         }
         Ok(())
-    }
-
-    pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ota.db").display()))
     }
 }
 
@@ -253,7 +258,7 @@ mod tests {
         let settings = Settings::load(None, &env_of(&[])).unwrap();
         assert_eq!(settings.listen.port(), 8080);
         assert_eq!(settings.data_dir, PathBuf::from("./data"));
-        assert_eq!(settings.database_url(), "sqlite://./data/ota.db");
+        assert_eq!(settings.database_url, None);
         assert!(settings.admin_token.is_none());
     }
 
@@ -330,6 +335,8 @@ mod tests {
     #[test]
     fn nonsense_values_are_refused() {
         assert!(Settings::load(None, &env_of(&[("OTA_DOWNLOAD_URL_TTL", "0")])).is_err());
+        assert!(Settings::load(None, &env_of(&[("OTA_IDLE_TIMEOUT", "18446744073709551615")])).is_err());
+        assert!(Settings::load(None, &env_of(&[("OTA_DOWNLOAD_URL_TTL", "9223372036854775807")])).is_err());
         assert!(Settings::load(None, &env_of(&[("OTA_PUBLIC_URL", "ftp://x")])).is_err());
         assert!(Settings::load(None, &env_of(&[("OTA_LOG_FORMAT", "xml")])).is_err());
     }

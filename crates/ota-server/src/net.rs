@@ -1,42 +1,104 @@
 //! Connections that are closed when they stop making progress.
 //!
 //! A request timeout would cut off a slow ESP32 in the middle of a
-//! download. Instead, each connection's reads and writes are watched: while
-//! bytes move, it lives; when a read or a write has been waiting for
-//! `idle_timeout` with no byte moving either way, it is closed.
+//! download. Instead each connection is watched for progress:
+//! - waiting for a request (keep-alive, or slow headers): closed after
+//!   `idle_timeout` without a byte;
+//! - receiving a request body: the body fails after `idle_timeout` without
+//!   data (`RequestBodyTimeoutLayer` in the router);
+//! - sending a response: closed after `idle_timeout` in which the client
+//!   took no byte.
+//!
+//! The time a handler spends working (hashing a file, waiting for the
+//! database) is never counted. When the server stops, connections still
+//! open after the grace period are failed through a [`CancellationToken`].
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep, sleep_until};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// A listener whose connections close when idle.
+/// What the requests on a connection share with it: the peer's address and
+/// how many of its requests are being handled.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub remote: SocketAddr,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Connection {
+    fn new(remote: SocketAddr) -> Self {
+        Self {
+            remote,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Marks a request as being handled until the guard is dropped.
+    pub fn begin_request(&self) -> RequestInFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestInFlight(Arc::clone(&self.in_flight))
+    }
+
+    fn is_handling(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+}
+
+impl Connected<IncomingStream<'_, IdleTimeoutListener>> for Connection {
+    fn connect_info(stream: IncomingStream<'_, IdleTimeoutListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A request being handled; see [`Connection::begin_request`].
+pub struct RequestInFlight(Arc<AtomicUsize>);
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A listener whose connections close when idle or when `closing` is cancelled.
 pub struct IdleTimeoutListener {
     inner: TcpListener,
     idle_timeout: Duration,
+    closing: CancellationToken,
 }
 
 impl IdleTimeoutListener {
-    pub fn new(inner: TcpListener, idle_timeout: Duration) -> Self {
-        Self { inner, idle_timeout }
+    pub fn new(inner: TcpListener, idle_timeout: Duration, closing: CancellationToken) -> Self {
+        Self {
+            inner,
+            idle_timeout,
+            closing,
+        }
     }
 }
 
 impl axum::serve::Listener for IdleTimeoutListener {
     type Io = IdleTimeoutStream;
-    type Addr = SocketAddr;
+    type Addr = Connection;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.inner.accept().await {
-                Ok((stream, addr)) => {
+                Ok((stream, remote)) => {
                     stream.set_nodelay(true).ok();
-                    return (IdleTimeoutStream::new(stream, self.idle_timeout), addr);
+                    let connection = Connection::new(remote);
+                    let io = IdleTimeoutStream::new(stream, self.idle_timeout, connection.clone(), &self.closing);
+                    return (io, connection);
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, do not spin.
@@ -47,71 +109,89 @@ impl axum::serve::Listener for IdleTimeoutListener {
         }
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+    fn local_addr(&self) -> io::Result<Connection> {
+        self.inner.local_addr().map(Connection::new)
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Read,
+    Write,
+}
+
 /// A TCP stream whose pending reads and writes fail once the connection
-/// has moved no byte, in either direction, for the idle timeout.
+/// has moved no byte, in either direction, for the idle timeout (reads only
+/// while no request is being handled), or once the server closes it.
 pub struct IdleTimeoutStream {
     inner: TcpStream,
     timeout: Duration,
+    connection: Connection,
     last_progress: Instant,
     read_deadline: Pin<Box<Sleep>>,
     write_deadline: Pin<Box<Sleep>>,
+    closing: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl IdleTimeoutStream {
-    fn new(inner: TcpStream, timeout: Duration) -> Self {
+    fn new(inner: TcpStream, timeout: Duration, connection: Connection, closing: &CancellationToken) -> Self {
         let now = Instant::now();
         Self {
             inner,
             timeout,
+            connection,
             last_progress: now,
             read_deadline: Box::pin(sleep_until(now + timeout)),
             write_deadline: Box::pin(sleep_until(now + timeout)),
+            closing: Box::pin(closing.clone().cancelled_owned()),
         }
     }
-}
 
-/// Passes on a finished operation (noting the progress); while it is
-/// pending, waits for the idle deadline, which moves whenever any byte moves.
-fn watch<T>(
-    cx: &mut Context<'_>,
-    timeout: Duration,
-    last_progress: &mut Instant,
-    deadline: &mut Pin<Box<Sleep>>,
-    op: Poll<io::Result<T>>,
-) -> Poll<io::Result<T>> {
-    if let Poll::Ready(result) = op {
-        *last_progress = Instant::now();
-        return Poll::Ready(result);
+    /// Passes on a finished operation (noting the progress); while it is
+    /// pending, waits for the idle deadline, which moves whenever any byte moves.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, direction: Direction, op: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(result) = op {
+            self.last_progress = Instant::now();
+            return Poll::Ready(result);
+        }
+        if self.closing.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the server is stopping",
+            )));
+        }
+        // While a handler works, hyper keeps a read pending only to notice a
+        // hang-up; the request body has its own idle timeout.
+        if direction == Direction::Read && self.connection.is_handling() {
+            return Poll::Pending;
+        }
+        let due = self.last_progress + self.timeout;
+        let deadline = match direction {
+            Direction::Read => &mut self.read_deadline,
+            Direction::Write => &mut self.write_deadline,
+        };
+        if deadline.deadline() != due {
+            deadline.as_mut().reset(due);
+        }
+        ready!(deadline.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "connection idle for too long",
+        )))
     }
-    let due = *last_progress + timeout;
-    if deadline.deadline() != due {
-        deadline.as_mut().reset(due);
-    }
-    ready!(deadline.as_mut().poll(cx));
-    Poll::Ready(Err(io::Error::new(
-        io::ErrorKind::TimedOut,
-        "connection idle for too long",
-    )))
 }
 
 impl AsyncRead for IdleTimeoutStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let op = Pin::new(&mut this.inner).poll_read(cx, buf);
-        watch(cx, this.timeout, &mut this.last_progress, &mut this.read_deadline, op)
+        let op = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.watch(cx, Direction::Read, op)
     }
 }
 
 impl AsyncWrite for IdleTimeoutStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let op = Pin::new(&mut this.inner).poll_write(cx, buf);
-        watch(cx, this.timeout, &mut this.last_progress, &mut this.write_deadline, op)
+        let op = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, Direction::Write, op)
     }
 
     fn poll_write_vectored(
@@ -119,9 +199,8 @@ impl AsyncWrite for IdleTimeoutStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let op = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        watch(cx, this.timeout, &mut this.last_progress, &mut this.write_deadline, op)
+        let op = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, Direction::Write, op)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -11,7 +11,13 @@ const SWEEP_AT: usize = 100_000;
 #[derive(Debug)]
 pub struct RateLimiter {
     per_window: u32,
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Debug, Default)]
+struct Windows {
+    by_key: HashMap<String, (Instant, u32)>,
+    last_sweep: Option<Instant>,
 }
 
 impl RateLimiter {
@@ -19,7 +25,7 @@ impl RateLimiter {
     pub fn per_minute(per_window: u32) -> Self {
         Self {
             per_window,
-            windows: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Windows::default()),
         }
     }
 
@@ -33,10 +39,16 @@ impl RateLimiter {
             return Ok(());
         }
         let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if windows.len() >= SWEEP_AT {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        // Sweep expired windows at most once a window, so a large fleet does
+        // not pay for a full scan on every request.
+        let swept_lately = windows.last_sweep.is_some_and(|at| now.duration_since(at) < WINDOW);
+        if windows.by_key.len() >= SWEEP_AT && !swept_lately {
+            windows
+                .by_key
+                .retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+            windows.last_sweep = Some(now);
         }
-        let (start, count) = windows.entry(key.to_owned()).or_insert((now, 0));
+        let (start, count) = windows.by_key.entry(key.to_owned()).or_insert((now, 0));
         if now.duration_since(*start) >= WINDOW {
             *start = now;
             *count = 0;

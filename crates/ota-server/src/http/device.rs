@@ -210,7 +210,7 @@ fn candidate_of(firmware: &ota_core::wire::Firmware) -> Option<Candidate> {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid device token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The firmware is for another device type", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such firmware", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such firmware, or it is deactivated", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An illegal status transition", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown status or progress out of range", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this device", body = Problem, content_type = "application/problem+json"),
@@ -237,7 +237,8 @@ async fn report_status(
     let firmware = store
         .firmware(report.firmware_id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no firmware with id {}", report.firmware_id)))?;
+        .filter(|f| f.is_active)
+        .ok_or_else(|| ApiError::NotFound(format!("no active firmware with id {}", report.firmware_id)))?;
     device.ensure_device_type(&firmware.device_type)?;
     let device_id = device.device_id.as_str();
 

@@ -112,9 +112,9 @@ async fn download(
 
     if headers
         .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| etag_list_matches(v, &etag, false))
+        .is_some_and(|v| etag_list_matches(v, &etag))
     {
-        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+        return Ok(not_modified(&response_headers, size));
     }
     let range = if method == Method::GET && if_range_allows(&headers, &etag, &last_modified) {
         headers
@@ -233,16 +233,27 @@ fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), Unsatisfiabl
     Some(Ok((start, end.min(size - 1))))
 }
 
-/// `If-None-Match` (weak comparison) or `If-Match`-style list matching.
-fn etag_list_matches(value: &HeaderValue, etag: &str, strong: bool) -> bool {
+/// Whether an `If-None-Match` list names this representation (weak comparison).
+fn etag_list_matches(value: &HeaderValue, etag: &str) -> bool {
     let Ok(list) = value.to_str() else {
         return false;
     };
-    list.split(',').map(str::trim).any(|candidate| {
-        candidate == "*"
-            || candidate == etag
-            || (!strong && candidate.strip_prefix("W/").is_some_and(|weak| weak == etag))
-    })
+    list.split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
+}
+
+/// A 304 carries the validators and caching headers of the 200 it stands for
+/// (RFC 9110 15.4.5), and, for HEAD, the length the 200 would have.
+fn not_modified(full: &HeaderMap, size: u64) -> Response {
+    let mut headers = HeaderMap::new();
+    for name in [header::ETAG, header::LAST_MODIFIED, header::CACHE_CONTROL] {
+        if let Some(value) = full.get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    (StatusCode::NOT_MODIFIED, headers).into_response()
 }
 
 /// Whether a `Range` may be honoured: no `If-Range`, or one that names this
@@ -299,14 +310,10 @@ mod tests {
     #[test]
     fn if_none_match_uses_weak_comparison() {
         let etag = "\"abc\"";
-        assert!(etag_list_matches(&HeaderValue::from_static("\"abc\""), etag, false));
-        assert!(etag_list_matches(&HeaderValue::from_static("W/\"abc\""), etag, false));
-        assert!(etag_list_matches(
-            &HeaderValue::from_static("\"x\", \"abc\""),
-            etag,
-            false
-        ));
-        assert!(etag_list_matches(&HeaderValue::from_static("*"), etag, false));
-        assert!(!etag_list_matches(&HeaderValue::from_static("\"x\""), etag, false));
+        assert!(etag_list_matches(&HeaderValue::from_static("\"abc\""), etag));
+        assert!(etag_list_matches(&HeaderValue::from_static("W/\"abc\""), etag));
+        assert!(etag_list_matches(&HeaderValue::from_static("\"x\", \"abc\""), etag));
+        assert!(etag_list_matches(&HeaderValue::from_static("*"), etag));
+        assert!(!etag_list_matches(&HeaderValue::from_static("\"x\""), etag));
     }
 }

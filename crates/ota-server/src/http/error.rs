@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use ota_core::wire::Problem;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+/// Seconds a client is asked to wait after a 503.
+const UNAVAILABLE_RETRY_AFTER: u64 = 5;
 
 pub type ApiResult<T, E = ApiError> = Result<T, E>;
 
@@ -75,6 +77,10 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match error {
+            ref e if is_busy(e) => {
+                tracing::warn!(error = %error, "the database is busy");
+                ApiError::Unavailable("the database is busy; try again shortly".into())
+            }
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 tracing::error!(error = %error, "the database is unreachable");
                 ApiError::Unavailable("the database is not reachable right now; try again shortly".into())
@@ -82,6 +88,14 @@ impl From<sqlx::Error> for ApiError {
             other => ApiError::Internal(anyhow::Error::new(other).context("database query failed")),
         }
     }
+}
+
+/// SQLITE_BUSY and SQLITE_LOCKED (and their extended codes) outlasting the busy timeout.
+fn is_busy(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(e) = error else { return false };
+    e.code()
+        .and_then(|code| code.parse::<u32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 /// The problem document for a status and detail.
@@ -145,6 +159,9 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"ota\", error=\"invalid_token\""),
                 );
+            }
+            ApiError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_AFTER));
             }
             ApiError::TooManyRequests { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));

@@ -8,19 +8,23 @@ pub mod error;
 mod extract;
 mod ops;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::net::Connection;
 use crate::state::AppState;
 use error::{ApiError, PROBLEM_JSON, problem};
 
@@ -86,9 +90,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The router of the main listener, with all layers.
 pub fn router(state: AppState, with_metrics: bool) -> Router {
+    let idle_timeout = Duration::from_secs(state.settings().idle_timeout);
     let (routes, _) = api_router(with_metrics).split_for_parts();
     routes
         .fallback(route_not_found)
+        .layer(RequestBodyTimeoutLayer::new(idle_timeout))
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(middleware::from_fn(record_metrics))
         .layer(CatchPanicLayer::custom(|_| {
@@ -99,15 +105,24 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
             )
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
+                })
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(LatencyUnit::Millis),
+                ),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::from_fn(mark_in_flight))
         .with_state(state)
 }
 
@@ -116,7 +131,18 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", axum::routing::get(ops::metrics))
         .fallback(route_not_found)
+        .layer(middleware::from_fn(problem_for_bare_errors))
         .with_state(state)
+}
+
+/// Tells the connection that a handler is working, so that the time it
+/// takes is not counted as the connection being idle.
+async fn mark_in_flight(request: Request, next: Next) -> Response {
+    let _in_flight = request
+        .extensions()
+        .get::<ConnectInfo<Connection>>()
+        .map(|ConnectInfo(connection)| connection.begin_request());
+    next.run(request).await
 }
 
 async fn route_not_found() -> ApiError {
@@ -155,7 +181,13 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    // Only known methods become label values: any other would let a client
+    // create metric series without end.
+    let method = match request.method().as_str() {
+        known @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => known,
+        _ => "other",
+    }
+    .to_owned();
     let response = next.run(request).await;
     let labels = [
         ("route", route),

@@ -8,6 +8,7 @@ mod devices;
 mod firmware;
 mod logs;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -25,10 +26,11 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    description: String,
 }
 
 impl Store {
-    /// Connects (creating an SQLite file if needed) and applies migrations.
+    /// Connects to `sqlite://path` (creating the file if needed) and applies migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         if !url.starts_with("sqlite:") {
             bail!(
@@ -36,8 +38,18 @@ impl Store {
                 redacted(url)
             );
         }
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("'{url}' is not a database URL this build understands (sqlite://path)"))?
+        let options =
+            SqliteConnectOptions::from_str(url).with_context(|| format!("'{}' is not an SQLite URL", redacted(url)))?;
+        Self::open(options, redacted(url)).await
+    }
+
+    /// Opens (creating) the SQLite file at `path` and applies migrations.
+    pub async fn open_file(path: &Path) -> anyhow::Result<Self> {
+        Self::open(SqliteConnectOptions::new().filename(path), path.display().to_string()).await
+    }
+
+    async fn open(options: SqliteConnectOptions, description: String) -> anyhow::Result<Self> {
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -48,14 +60,22 @@ impl Store {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .context("opening the SQLite database")?;
+            .with_context(|| format!("opening the SQLite database {description}"))?;
         MIGRATIONS.run(&pool).await.context("applying database migrations")?;
-        Ok(Self { pool })
+        Ok(Self { pool, description })
     }
 
-    /// Whether the database answers.
+    /// Which database this is, without credentials.
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    /// Whether the database answers with a read of a real table.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT id FROM firmware LIMIT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     /// Waits for running queries and closes every connection.

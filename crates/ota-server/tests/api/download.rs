@@ -245,6 +245,10 @@ async fn if_none_match_with_the_etag_answers_304() {
         .unwrap();
 
     assert_eq!(same.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(same.headers()[header::ETAG], etag.as_str());
+    for absent in [header::CONTENT_TYPE, header::CONTENT_DISPOSITION, header::CONTENT_RANGE] {
+        assert!(same.headers().get(&absent).is_none(), "a 304 carries no {absent}");
+    }
     assert!(same.bytes().await.unwrap().is_empty());
     assert_eq!(other.status(), StatusCode::OK);
 }
@@ -421,4 +425,84 @@ async fn a_reader_that_stops_reading_is_disconnected_after_the_idle_timeout() {
 
     assert!(reading.is_ok(), "the server closed the stalled connection");
     assert!(received < bytes.len(), "received {received} of {} bytes", bytes.len());
+}
+
+#[tokio::test]
+async fn head_with_a_matching_etag_is_304_with_the_full_length() {
+    let (app, id, bytes) = app_with_firmware(7000).await;
+
+    let response = app
+        .client
+        .head(app.url(&format!("/api/ota/download/{id}")))
+        .bearer_auth(device_token("d"))
+        .header(header::IF_NONE_MATCH, format!("\"{}\"", sha256_hex(&bytes)))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        response.headers()[header::CONTENT_LENGTH],
+        bytes.len().to_string().as_str()
+    );
+}
+
+#[tokio::test]
+async fn if_range_with_the_last_modified_date_honours_the_range() {
+    let (app, id, bytes) = app_with_firmware(5000).await;
+    let full = app.download(id, &device_token("d")).await.send().await.unwrap();
+    let last_modified = full.headers()[header::LAST_MODIFIED].to_str().unwrap().to_owned();
+
+    let same_date = app
+        .download(id, &device_token("d"))
+        .await
+        .header(header::RANGE, "bytes=10-19")
+        .header(header::IF_RANGE, &last_modified)
+        .send()
+        .await
+        .unwrap();
+    let other_date = app
+        .download(id, &device_token("d"))
+        .await
+        .header(header::RANGE, "bytes=10-19")
+        .header(header::IF_RANGE, "Mon, 01 Jan 2001 00:00:00 GMT")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(same_date.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(same_date.bytes().await.unwrap().as_ref(), &bytes[10..20]);
+    assert_eq!(other_date.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_download_by_signed_link_counts_for_the_device_it_names() {
+    let (app, id, _) = app_with_firmware(5000).await;
+    let offer = app.check_as("tab5-0001", "1.0.0").await;
+    let url = offer["download_url"].as_str().unwrap().to_owned();
+
+    app.client.get(&url).send().await.unwrap().bytes().await.unwrap();
+    app.client
+        .get(&url)
+        .header(header::RANGE, "bytes=0-99")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    app.download(id, &device_token("tab5-0001"))
+        .await
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        app.firmware(id).await["download_count"],
+        1,
+        "one device, counted once by link or token"
+    );
 }

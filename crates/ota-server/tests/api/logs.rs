@@ -76,3 +76,29 @@ async fn logs_need_the_admin_token() {
 
     assert_problem(response, StatusCode::UNAUTHORIZED).await;
 }
+
+#[tokio::test]
+async fn since_compares_instants_whatever_the_offset_or_precision() {
+    let app = spawn_app().await;
+    app.publish(Build::stable("1.1.0")).await;
+    app.check_as("tab5-0001", "1.0.0").await;
+    let row = &logs(&app, "").await["items"][0];
+    let started = chrono::DateTime::parse_from_rfc3339(row["started_at"].as_str().unwrap()).unwrap();
+    let in_tokyo = |at: chrono::DateTime<chrono::FixedOffset>| {
+        let tokyo = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
+        at.with_timezone(&tokyo).to_rfc3339().replace('+', "%2B")
+    };
+
+    let from_its_second = logs(&app, &format!("since={}", in_tokyo(started))).await;
+    let from_the_next = logs(
+        &app,
+        &format!("since={}", in_tokyo(started + chrono::Duration::seconds(1))),
+    )
+    .await;
+
+    assert_eq!(
+        from_its_second["total"], 1,
+        "started_at is stored with sub-second precision, at or after its second"
+    );
+    assert_eq!(from_the_next["total"], 0);
+}

@@ -7,6 +7,7 @@ mod auth;
 mod check;
 mod download;
 mod helpers;
+mod idle;
 mod logs;
 mod ops;
 mod process;

@@ -241,3 +241,37 @@ async fn the_readme_documents_every_setting() {
         assert!(readme.contains(&variable), "README.md does not document {variable}");
     }
 }
+
+#[tokio::test]
+async fn the_database_runs_in_wal_mode() {
+    let app = spawn_app().await;
+
+    app.publish(Build::stable("1.1.0")).await;
+
+    assert!(
+        app.data_dir.path().join("ota.db-wal").exists(),
+        "no write-ahead log next to ota.db"
+    );
+}
+
+#[tokio::test]
+async fn a_locked_database_answers_503_and_recovers_by_itself() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let path = app.data_dir.path().join("ota.db");
+    let mut other_writer = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other_writer).await.unwrap();
+
+    let body = json!({"device_type": DEVICE_TYPE, "current_version": "1.0.0"});
+    let while_locked = app.check(&device_token("tab5-0001"), body.clone()).await;
+    assert!(while_locked.headers().contains_key("retry-after"));
+    assert_problem(while_locked, StatusCode::SERVICE_UNAVAILABLE).await;
+
+    sqlx::query("ROLLBACK").execute(&mut other_writer).await.unwrap();
+    assert_eq!(
+        app.check(&device_token("tab5-0001"), body).await.status(),
+        StatusCode::OK
+    );
+}

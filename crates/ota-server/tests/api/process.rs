@@ -365,3 +365,66 @@ async fn sigterm_stops_new_connections_and_lets_a_download_finish() {
         server.log()
     );
 }
+
+#[tokio::test]
+async fn shutdown_is_bounded_by_the_shutdown_timeout() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(
+        data_dir.path(),
+        &[
+            ("OTA_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("OTA_DEVICE_JWT_SECRET", JWT_SECRET),
+            ("OTA_SHUTDOWN_TIMEOUT", "1"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let bytes = firmware_bytes(64 * MIB as usize, 2);
+    let form = reqwest::multipart::Form::new()
+        .text("device_type", DEVICE_TYPE)
+        .text("version", "1.1.0")
+        .text("register", "true")
+        .part("file", reqwest::multipart::Part::bytes(bytes.clone()));
+    let uploaded: Value = client
+        .post(server.url("/api/ota/admin/upload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = uploaded["firmware"]["id"].as_i64().unwrap();
+    let mut download = client
+        .get(server.url(&format!("/api/ota/download/{id}")))
+        .bearer_auth(device_token("tab5-0001"))
+        .send()
+        .await
+        .unwrap();
+    let mut received = download.chunk().await.unwrap().unwrap().len();
+
+    server.terminate();
+    let terminated = Instant::now();
+    let slow_reader = async {
+        while let Ok(Some(chunk)) = download.chunk().await {
+            received += chunk.len();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        received
+    };
+    let received = tokio::time::timeout(Duration::from_secs(30), slow_reader)
+        .await
+        .expect("the download ends");
+    let status = server.wait_for_exit(Duration::from_secs(15));
+
+    assert!(
+        received < bytes.len(),
+        "the slow download was not cut off at the deadline"
+    );
+    assert!(
+        terminated.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        terminated.elapsed()
+    );
+    assert!(status.success(), "exit status {status}");
+}

@@ -226,3 +226,17 @@ async fn racing_reports_leave_one_open_row() {
         .unwrap();
     assert_eq!(logs["total"], 1);
 }
+
+#[tokio::test]
+async fn a_report_about_deactivated_firmware_is_404() {
+    let app = spawn_app().await;
+    let (firmware_id, _) = offered(&app, "tab5-0001").await;
+    app.admin_delete(&format!("/api/ota/admin/firmware/{firmware_id}"))
+        .await;
+
+    assert_problem(
+        app.report_as("tab5-0001", firmware_id, "downloading").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
