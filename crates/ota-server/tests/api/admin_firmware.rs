@@ -304,12 +304,7 @@ async fn delete_deactivates_and_keeps_the_binary_and_history() {
         .await
         .unwrap();
     assert_eq!(inactive["total"], 1);
-    let logs: Value = app
-        .admin_get(&format!("/api/ota/admin/logs?firmware_id={id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let logs = app.logs(&format!("firmware_id={id}")).await;
     assert_eq!(logs["total"], 1);
     assert_eq!(app.check_as("tab5-0002", "1.0.0").await["update_available"], false);
 }

@@ -65,12 +65,7 @@ async fn asking_again_does_not_open_another_pending_row() {
     let second = app.check_as("tab5-0001", "1.0.0").await;
 
     assert_eq!(first["log_id"], second["log_id"]);
-    let logs: Value = app
-        .admin_get("/api/ota/admin/logs?device_id=tab5-0001")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let logs = app.logs("device_id=tab5-0001").await;
     assert_eq!(logs["total"], 1);
     assert_eq!(logs["items"][0]["status"], "pending");
     assert_eq!(logs["items"][0]["from_version"], "1.0.0");
@@ -86,12 +81,7 @@ async fn racing_checks_of_one_device_share_one_pending_row() {
 
     let first = &answers[0]["log_id"];
     assert!(answers.iter().all(|a| &a["log_id"] == first), "{answers:?}");
-    let logs: Value = app
-        .admin_get("/api/ota/admin/logs?device_id=tab5-0001")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let logs = app.logs("device_id=tab5-0001").await;
     assert_eq!(logs["total"], 1);
 }
 

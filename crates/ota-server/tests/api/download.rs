@@ -333,24 +333,10 @@ async fn download_count_counts_each_device_once_whatever_its_ranges() {
         let range = format!("bytes={start}-{}", start + 65_535);
         assert_eq!(ranged(&app, id, &range).await.status(), StatusCode::PARTIAL_CONTENT);
     }
-    app.download(id, &token)
-        .await
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    app.download_all(id, &token).await;
     assert_eq!(app.firmware(id).await["download_count"], 1);
 
-    app.download(id, &device_token("tab5-0002"))
-        .await
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    app.download_all(id, &device_token("tab5-0002")).await;
 
     assert_eq!(app.firmware(id).await["download_count"], 2);
 }
@@ -491,14 +477,7 @@ async fn a_download_by_signed_link_counts_for_the_device_it_names() {
         .bytes()
         .await
         .unwrap();
-    app.download(id, &device_token("tab5-0001"))
-        .await
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    app.download_all(id, &device_token("tab5-0001")).await;
 
     assert_eq!(
         app.firmware(id).await["download_count"],

@@ -222,6 +222,36 @@ impl TestApp {
         body["firmware"].clone()
     }
 
+    /// Sends a multipart form to the upload endpoint with the admin token.
+    pub async fn upload_form(&self, form: reqwest::multipart::Form) -> Response {
+        self.client
+            .post(self.url("/api/ota/admin/upload"))
+            .bearer_auth(ADMIN_TOKEN)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /api/ota/admin/logs?{query}`, which must answer 200.
+    pub async fn logs(&self, query: &str) -> Value {
+        let response = self.admin_get(&format!("/api/ota/admin/logs?{query}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// Downloads a whole firmware with a device token.
+    pub async fn download_all(&self, firmware_id: i64, token: &str) -> bytes::Bytes {
+        self.download(firmware_id, token)
+            .await
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    }
+
     pub async fn admin_get(&self, path: &str) -> Response {
         self.client
             .get(self.url(path))

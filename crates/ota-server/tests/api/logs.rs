@@ -5,12 +5,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-async fn logs(app: &TestApp, query: &str) -> Value {
-    let response = app.admin_get(&format!("/api/ota/admin/logs?{query}")).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
-}
-
 fn ids(page: &Value) -> Vec<i64> {
     page["items"]
         .as_array()
@@ -30,7 +24,7 @@ async fn logs_are_listed_newest_first_and_filtered() {
     let new = app.publish(Build::stable("1.2.0")).await;
     let third = app.check_as("tab5-0001", "1.1.0").await["log_id"].as_i64().unwrap();
 
-    let all = logs(&app, "").await;
+    let all = app.logs("").await;
     assert_eq!(ids(&all), [third, second, first]);
     assert_eq!(all["total"], 3);
     for field in [
@@ -49,13 +43,13 @@ async fn logs_are_listed_newest_first_and_filtered() {
         assert!(all["items"][0].get(field).is_some(), "a log row lacks {field}");
     }
 
-    assert_eq!(ids(&logs(&app, "device_id=tab5-0001").await), [third, first]);
-    assert_eq!(ids(&logs(&app, &format!("firmware_id={}", new["id"])).await), [third]);
-    assert_eq!(ids(&logs(&app, "status=failed").await), [second]);
-    assert_eq!(ids(&logs(&app, "limit=1&offset=1").await), [second]);
-    assert_eq!(logs(&app, "limit=1").await["total"], 3);
-    assert_eq!(logs(&app, "since=2999-01-01T00:00:00Z").await["total"], 0);
-    assert_eq!(logs(&app, "since=2000-01-01T00:00:00Z").await["total"], 3);
+    assert_eq!(ids(&app.logs("device_id=tab5-0001").await), [third, first]);
+    assert_eq!(ids(&app.logs(&format!("firmware_id={}", new["id"])).await), [third]);
+    assert_eq!(ids(&app.logs("status=failed").await), [second]);
+    assert_eq!(ids(&app.logs("limit=1&offset=1").await), [second]);
+    assert_eq!(app.logs("limit=1").await["total"], 3);
+    assert_eq!(app.logs("since=2999-01-01T00:00:00Z").await["total"], 0);
+    assert_eq!(app.logs("since=2000-01-01T00:00:00Z").await["total"], 3);
 }
 
 #[tokio::test]
@@ -82,19 +76,17 @@ async fn since_compares_instants_whatever_the_offset_or_precision() {
     let app = spawn_app().await;
     app.publish(Build::stable("1.1.0")).await;
     app.check_as("tab5-0001", "1.0.0").await;
-    let row = &logs(&app, "").await["items"][0];
+    let row = &app.logs("").await["items"][0];
     let started = chrono::DateTime::parse_from_rfc3339(row["started_at"].as_str().unwrap()).unwrap();
     let in_tokyo = |at: chrono::DateTime<chrono::FixedOffset>| {
         let tokyo = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
         at.with_timezone(&tokyo).to_rfc3339().replace('+', "%2B")
     };
 
-    let from_its_second = logs(&app, &format!("since={}", in_tokyo(started))).await;
-    let from_the_next = logs(
-        &app,
-        &format!("since={}", in_tokyo(started + chrono::Duration::seconds(1))),
-    )
-    .await;
+    let from_its_second = app.logs(&format!("since={}", in_tokyo(started))).await;
+    let from_the_next = app
+        .logs(&format!("since={}", in_tokyo(started + chrono::Duration::seconds(1))))
+        .await;
 
     assert_eq!(
         from_its_second["total"], 1,

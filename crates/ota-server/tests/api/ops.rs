@@ -67,14 +67,7 @@ async fn metrics_count_requests_by_route_offers_bytes_and_transitions() {
     let firmware = app.publish(Build::stable("1.1.0")).await;
     let id = firmware["id"].as_i64().unwrap();
     app.check_as("metrics-device", "1.0.0").await;
-    app.download(id, &device_token("metrics-device"))
-        .await
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    app.download_all(id, &device_token("metrics-device")).await;
     app.report_as("metrics-device", id, "downloading").await;
 
     let response = app.client.get(app.url("/metrics")).send().await.unwrap();

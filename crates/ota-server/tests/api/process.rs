@@ -105,6 +105,36 @@ impl ServerProcess {
         }
     }
 
+    /// Uploads and registers a firmware of `size` bytes, then starts a
+    /// device's download of it; returns the bytes and the open response.
+    async fn publish_and_start_download(&self, size: usize) -> (Vec<u8>, reqwest::Response) {
+        let client = reqwest::Client::new();
+        let bytes = firmware_bytes(size, 6);
+        let form = reqwest::multipart::Form::new()
+            .text("device_type", DEVICE_TYPE)
+            .text("version", "1.1.0")
+            .text("register", "true")
+            .part("file", reqwest::multipart::Part::bytes(bytes.clone()));
+        let response = client
+            .post(self.url("/api/ota/admin/upload"))
+            .bearer_auth(ADMIN_TOKEN)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let uploaded: Value = response.json().await.unwrap();
+        let id = uploaded["firmware"]["id"].as_i64().unwrap();
+        let download = client
+            .get(self.url(&format!("/api/ota/download/{id}")))
+            .bearer_auth(device_token("tab5-0001"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(download.status(), StatusCode::OK);
+        (bytes, download)
+    }
+
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -319,30 +349,7 @@ async fn sigterm_stops_new_connections_and_lets_a_download_finish() {
             ("OTA_SHUTDOWN_TIMEOUT", "20"),
         ],
     );
-    let client = reqwest::Client::new();
-    let bytes = firmware_bytes(32 * MIB as usize, 6);
-    let form = reqwest::multipart::Form::new()
-        .text("device_type", DEVICE_TYPE)
-        .text("version", "1.1.0")
-        .text("register", "true")
-        .part("file", reqwest::multipart::Part::bytes(bytes.clone()));
-    let uploaded: Value = client
-        .post(server.url("/api/ota/admin/upload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = uploaded["firmware"]["id"].as_i64().unwrap();
-    let mut download = client
-        .get(server.url(&format!("/api/ota/download/{id}")))
-        .bearer_auth(device_token("tab5-0001"))
-        .send()
-        .await
-        .unwrap();
+    let (bytes, mut download) = server.publish_and_start_download(32 * MIB as usize).await;
     let mut received = download.chunk().await.unwrap().unwrap().to_vec();
 
     server.terminate();
@@ -377,30 +384,7 @@ async fn shutdown_is_bounded_by_the_shutdown_timeout() {
             ("OTA_SHUTDOWN_TIMEOUT", "1"),
         ],
     );
-    let client = reqwest::Client::new();
-    let bytes = firmware_bytes(64 * MIB as usize, 2);
-    let form = reqwest::multipart::Form::new()
-        .text("device_type", DEVICE_TYPE)
-        .text("version", "1.1.0")
-        .text("register", "true")
-        .part("file", reqwest::multipart::Part::bytes(bytes.clone()));
-    let uploaded: Value = client
-        .post(server.url("/api/ota/admin/upload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = uploaded["firmware"]["id"].as_i64().unwrap();
-    let mut download = client
-        .get(server.url(&format!("/api/ota/download/{id}")))
-        .bearer_auth(device_token("tab5-0001"))
-        .send()
-        .await
-        .unwrap();
+    let (bytes, mut download) = server.publish_and_start_download(64 * MIB as usize).await;
     let mut received = download.chunk().await.unwrap().unwrap().len();
 
     server.terminate();

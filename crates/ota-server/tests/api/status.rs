@@ -24,12 +24,7 @@ async fn an_update_moves_from_pending_to_success_on_one_row() {
         assert_eq!(row["status"], status);
     }
 
-    let logs: Value = app
-        .admin_get("/api/ota/admin/logs?device_id=tab5-0001")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let logs = app.logs("device_id=tab5-0001").await;
     assert_eq!(logs["total"], 1);
     let row = &logs["items"][0];
     assert_eq!(row["status"], "success");
@@ -118,12 +113,7 @@ async fn a_failure_keeps_its_message_and_a_retry_opens_a_new_row() {
 
     assert_ne!(retry["id"].as_i64(), Some(log_id));
     assert_eq!(retry["status"], "downloading");
-    let logs: Value = app
-        .admin_get("/api/ota/admin/logs?device_id=tab5-0001")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let logs = app.logs("device_id=tab5-0001").await;
     assert_eq!(logs["total"], 2);
 }
 
@@ -218,12 +208,7 @@ async fn racing_reports_leave_one_open_row() {
             .iter()
             .all(|r| r.status() == StatusCode::OK || r.status() == StatusCode::CONFLICT)
     );
-    let logs: Value = app
-        .admin_get("/api/ota/admin/logs?device_id=tab5-0001")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let logs = app.logs("device_id=tab5-0001").await;
     assert_eq!(logs["total"], 1);
 }
 

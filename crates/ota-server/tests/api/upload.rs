@@ -91,29 +91,19 @@ async fn an_empty_or_missing_file_or_version_is_422() {
         )
         .await;
     let no_file = app
-        .client
-        .post(app.url("/api/ota/admin/upload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .multipart(
+        .upload_form(
             reqwest::multipart::Form::new()
                 .text("device_type", DEVICE_TYPE)
                 .text("version", "1.0.0"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     let no_version = app
-        .client
-        .post(app.url("/api/ota/admin/upload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .multipart(
+        .upload_form(
             reqwest::multipart::Form::new()
                 .text("device_type", DEVICE_TYPE)
                 .part("file", reqwest::multipart::Part::bytes(vec![1u8; 10])),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
 
     assert_eq!(
         assert_problem(empty, StatusCode::UNPROCESSABLE_ENTITY).await["field"],
