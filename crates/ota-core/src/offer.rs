@@ -70,9 +70,12 @@ pub fn is_eligible(candidate: &Candidate, device: &DeviceFacts<'_>) -> bool {
 
 /// The firmware to offer: of the eligible candidates, the highest version,
 /// ties broken by the higher build number and then the newer record.
-pub fn select_offer<'c>(candidates: &'c [Candidate], device: &DeviceFacts<'_>) -> Option<&'c Candidate> {
+pub fn select_offer<'c>(
+    candidates: impl IntoIterator<Item = &'c Candidate>,
+    device: &DeviceFacts<'_>,
+) -> Option<&'c Candidate> {
     candidates
-        .iter()
+        .into_iter()
         .filter(|candidate| is_eligible(candidate, device))
         .max_by(|a, b| {
             a.version

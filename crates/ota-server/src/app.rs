@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::DeviceTokenVerifier;
 use crate::blobs::Blobs;
 use crate::config::Settings;
+use crate::inventory::{Inventory, InventoryWriter};
 use crate::net::{Connection, IdleTimeoutListener};
 use crate::secrets::{self, SecretKind};
 use crate::state::{self, AppState};
@@ -25,6 +26,7 @@ pub struct Application {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     state: AppState,
+    inventory_writer: InventoryWriter,
 }
 
 impl Application {
@@ -71,9 +73,11 @@ impl Application {
             None => None,
         };
         let openapi_json = http::openapi().to_json().context("rendering the OpenAPI document")?;
+        let (inventory, inventory_writer) = Inventory::start(store.clone());
         let state = AppState::new(state::Parts {
             settings,
             store,
+            inventory,
             blobs,
             admin_token,
             device_tokens,
@@ -85,6 +89,7 @@ impl Application {
             listener,
             metrics_listener,
             state,
+            inventory_writer,
         })
     }
 
@@ -113,6 +118,7 @@ impl Application {
             listener,
             metrics_listener,
             state,
+            inventory_writer,
         } = self;
         let local_addr = listener.local_addr().context("reading the listener's address")?;
         let settings = state.settings().clone();
@@ -151,6 +157,7 @@ impl Application {
         if let Some(server) = metrics_server {
             server.abort();
         }
+        inventory_writer.finish(CLOSE_WAIT).await;
         if tokio::time::timeout(CLOSE_WAIT, state.store().close()).await.is_err() {
             tracing::warn!("the database did not close in time");
         }

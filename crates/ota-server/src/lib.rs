@@ -5,8 +5,10 @@
 pub mod app;
 pub mod auth;
 pub mod blobs;
+pub mod catalogue;
 pub mod config;
 pub mod http;
+pub mod inventory;
 pub mod net;
 pub mod ratelimit;
 pub mod secrets;

@@ -8,7 +8,9 @@ use tokio::sync::Mutex;
 
 use crate::auth::DeviceTokenVerifier;
 use crate::blobs::Blobs;
+use crate::catalogue::Catalogue;
 use crate::config::{Secret, Settings};
+use crate::inventory::Inventory;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
@@ -18,6 +20,8 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     settings: Settings,
     store: Store,
+    catalogue: Catalogue,
+    inventory: Inventory,
     blobs: Blobs,
     admin_token: Secret,
     device_tokens: DeviceTokenVerifier,
@@ -32,6 +36,7 @@ struct Inner {
 pub struct Parts {
     pub settings: Settings,
     pub store: Store,
+    pub inventory: Inventory,
     pub blobs: Blobs,
     pub admin_token: Secret,
     pub device_tokens: DeviceTokenVerifier,
@@ -45,7 +50,9 @@ impl AppState {
         let rate_limiter = RateLimiter::per_minute(parts.settings.device_rate_limit);
         Self(Arc::new(Inner {
             settings: parts.settings,
+            catalogue: Catalogue::new(parts.store.clone()),
             store: parts.store,
+            inventory: parts.inventory,
             blobs: parts.blobs,
             admin_token: parts.admin_token,
             device_tokens: parts.device_tokens,
@@ -63,6 +70,16 @@ impl AppState {
 
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// The active firmware, cached for `check` and `download`.
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.0.catalogue
+    }
+
+    /// Where `check` leaves device sightings for the batched writer.
+    pub fn inventory(&self) -> &Inventory {
+        &self.0.inventory
     }
 
     pub fn blobs(&self) -> &Blobs {

@@ -3,14 +3,14 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use ota_core::wire::{CheckRequest, CheckResponse, NoUpdate, Offer, OtaLog, Problem, StatusReport};
-use ota_core::{Candidate, Channel, DeviceFacts, DeviceType, OtaStatus, Percent, Transition, Version, select_offer};
+use ota_core::{Channel, DeviceFacts, DeviceType, OtaStatus, Transition, Version, select_offer};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{DeviceAuth, Json};
 use crate::state::AppState;
-use crate::store::{DeviceSeen, NewLog, is_unique_violation};
+use crate::store::{NewLog, Sighting, is_unique_violation};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -63,35 +63,33 @@ async fn check(
         .check(device.device_id.as_str())
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
 
-    let store = state.store();
-    store
-        .device_seen(&DeviceSeen {
-            device_id: device.device_id.as_str(),
-            device_type: device_type.as_str(),
-            current_version: &current.to_string(),
-            build_number: request.build_number,
-            channel: channel.as_str(),
-        })
-        .await?;
+    state.inventory().seen(Sighting {
+        device_id: device.device_id.to_string(),
+        device_type: device_type.to_string(),
+        current_version: current.to_string(),
+        build_number: request.build_number,
+        channel: channel.to_string(),
+    });
 
-    let catalogue = store.active_firmware(device_type.as_str()).await?;
-    let candidates: Vec<Candidate> = catalogue.iter().filter_map(candidate_of).collect();
+    let catalogue = state.catalogue().snapshot().await?;
+    let active = catalogue.of_type(device_type.as_str());
     let facts = DeviceFacts {
         device_id: &device.device_id,
         current_version: &current,
         build_number: request.build_number,
         channel: &channel,
     };
-    let Some(chosen) = select_offer(&candidates, &facts) else {
+    let Some(chosen) = select_offer(active.iter().map(|a| &a.candidate), &facts) else {
         return Ok(axum::Json(CheckResponse::NoUpdate(NoUpdate {
             update_available: false,
             current_version: current.to_string(),
         })));
     };
-    let firmware = catalogue
-        .iter()
-        .find(|f| f.id == chosen.firmware_id)
-        .expect("the chosen candidate comes from the catalogue");
+    let Some(firmware) = catalogue.get(chosen.firmware_id).map(|a| &a.record) else {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "the chosen firmware is not in the catalogue"
+        )));
+    };
 
     let log = open_pending(
         &state,
@@ -175,23 +173,6 @@ fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-fn candidate_of(firmware: &ota_core::wire::Firmware) -> Option<Candidate> {
-    let version = Version::parse(&firmware.version).ok()?;
-    let min_version = match &firmware.min_version {
-        Some(min) => Some(Version::parse(min).ok()?),
-        None => None,
-    };
-    Some(Candidate {
-        firmware_id: firmware.id,
-        version,
-        build_number: firmware.build_number,
-        min_version,
-        is_stable: firmware.is_stable,
-        is_active: firmware.is_active,
-        rollout: Percent::parse(i64::from(firmware.rollout_percentage)).ok()?,
-    })
-}
-
 /// Reports the progress of an update attempt.
 ///
 /// Moves the device's open OTA log row for the firmware (opening one if there
@@ -234,11 +215,11 @@ async fn report_status(
         .check(device.device_id.as_str())
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let store = state.store();
-    let firmware = store
-        .firmware(report.firmware_id)
-        .await?
-        .filter(|f| f.is_active)
-        .ok_or_else(|| ApiError::NotFound(format!("no active firmware with id {}", report.firmware_id)))?;
+    let catalogue = state.catalogue().snapshot().await?;
+    let firmware = &catalogue
+        .get(report.firmware_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no active firmware with id {}", report.firmware_id)))?
+        .record;
     device.ensure_device_type(&firmware.device_type)?;
     let device_id = device.device_id.as_str();
 

@@ -77,12 +77,11 @@ async fn download(
     Query(link): Query<LinkParams>,
 ) -> ApiResult<Response> {
     let downloader = authorize(&state, &headers, firmware_id, &link)?;
-    let firmware = state
-        .store()
-        .firmware(firmware_id)
-        .await?
-        .filter(|f| f.is_active)
-        .ok_or_else(|| ApiError::NotFound(format!("no active firmware with id {firmware_id}")))?;
+    let catalogue = state.catalogue().snapshot().await?;
+    let firmware = &catalogue
+        .get(firmware_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no active firmware with id {firmware_id}")))?
+        .record;
     if let Some(token) = &downloader.token {
         token.ensure_device_type(&firmware.device_type)?;
     }
@@ -107,7 +106,7 @@ async fn download(
     );
     set(
         header::CONTENT_DISPOSITION,
-        format!("attachment; filename=\"{}\"", download_name(&firmware)),
+        format!("attachment; filename=\"{}\"", download_name(firmware)),
     );
 
     if headers

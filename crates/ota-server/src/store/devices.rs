@@ -4,35 +4,39 @@ use chrono::Utc;
 
 use super::Store;
 
-/// What a device said when it checked in.
-#[derive(Debug, Clone)]
-pub struct DeviceSeen<'a> {
-    pub device_id: &'a str,
-    pub device_type: &'a str,
-    pub current_version: &'a str,
+/// What a device said about itself when it checked in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub device_id: String,
+    pub device_type: String,
+    pub current_version: String,
     pub build_number: Option<i64>,
-    pub channel: &'a str,
+    pub channel: String,
 }
 
 impl Store {
-    /// Records a check-in: creates the device or updates what it runs.
-    pub async fn device_seen(&self, seen: &DeviceSeen<'_>) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO devices (device_id, device_type, current_version, build_number, channel, first_seen, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) \
-             ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type, \
-             current_version = excluded.current_version, build_number = excluded.build_number, \
-             channel = excluded.channel, last_seen = excluded.last_seen",
-        )
-        .bind(seen.device_id)
-        .bind(seen.device_type)
-        .bind(seen.current_version)
-        .bind(seen.build_number)
-        .bind(seen.channel)
-        .bind(Utc::now())
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+    /// Records check-ins in one transaction: creates each device or updates what it runs.
+    pub async fn devices_seen(&self, sightings: &[Sighting]) -> Result<(), sqlx::Error> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        for seen in sightings {
+            sqlx::query(
+                "INSERT INTO devices (device_id, device_type, current_version, build_number, channel, first_seen, last_seen) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                 ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type, \
+                 current_version = excluded.current_version, build_number = excluded.build_number, \
+                 channel = excluded.channel, last_seen = excluded.last_seen",
+            )
+            .bind(&seen.device_id)
+            .bind(&seen.device_type)
+            .bind(&seen.current_version)
+            .bind(seen.build_number)
+            .bind(&seen.channel)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
     /// The version a device last reported running.

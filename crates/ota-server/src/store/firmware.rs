@@ -95,7 +95,7 @@ pub struct FirmwareChanges {
 impl Store {
     pub async fn insert_firmware(&self, new: &NewFirmware) -> Result<Firmware, sqlx::Error> {
         let now = Utc::now();
-        sqlx::query_as::<_, FirmwareRow>(
+        let inserted = sqlx::query_as::<_, FirmwareRow>(
             "INSERT INTO firmware (device_type, version, build_number, filename, binary_path, file_size, \
              file_hash, release_notes, min_version, is_stable, is_active, is_mandatory, rollout_percentage, \
              download_count, created_at, updated_at) \
@@ -116,7 +116,9 @@ impl Store {
         .bind(now)
         .fetch_one(&self.pool)
         .await
-        .map(Firmware::from)
+        .map(Firmware::from);
+        self.firmware_changed();
+        inserted
     }
 
     pub async fn firmware(&self, id: i64) -> Result<Option<Firmware>, sqlx::Error> {
@@ -146,10 +148,9 @@ impl Store {
             .map(|n| n > 0)
     }
 
-    /// Every active firmware of a device type: the candidates for an offer.
-    pub async fn active_firmware(&self, device_type: &str) -> Result<Vec<Firmware>, sqlx::Error> {
-        sqlx::query_as::<_, FirmwareRow>("SELECT * FROM firmware WHERE device_type = $1 AND is_active = TRUE")
-            .bind(device_type)
+    /// Every active firmware: what devices may be offered and may download.
+    pub async fn all_active_firmware(&self) -> Result<Vec<Firmware>, sqlx::Error> {
+        sqlx::query_as::<_, FirmwareRow>("SELECT * FROM firmware WHERE is_active = TRUE")
             .fetch_all(&self.pool)
             .await
             .map(|rows| rows.into_iter().map(Firmware::from).collect())
@@ -200,11 +201,13 @@ impl Store {
             query.push(", build_number = ").push_bind(value);
         }
         query.push(" WHERE id = ").push_bind(id).push(" RETURNING *");
-        query
+        let updated = query
             .build_query_as::<FirmwareRow>()
             .fetch_optional(&self.pool)
             .await
-            .map(|row| row.map(Firmware::from))
+            .map(|row| row.map(Firmware::from));
+        self.firmware_changed();
+        updated
     }
 
     /// Number of OTA log rows of a firmware in each status (every status present).

@@ -10,13 +10,15 @@ mod logs;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub use devices::DeviceSeen;
+pub use devices::Sighting;
 pub use firmware::{FirmwareChanges, FirmwareFilter, NewFirmware};
 pub use logs::{LogFilter, NewLog};
 
@@ -27,6 +29,8 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite
 pub struct Store {
     pool: SqlitePool,
     description: String,
+    /// Moves on every write to the firmware table, for caches in front of it.
+    firmware_generation: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -62,7 +66,20 @@ impl Store {
             .await
             .with_context(|| format!("opening the SQLite database {description}"))?;
         MIGRATIONS.run(&pool).await.context("applying database migrations")?;
-        Ok(Self { pool, description })
+        Ok(Self {
+            pool,
+            description,
+            firmware_generation: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// A number that changes whenever a firmware record is written.
+    pub fn firmware_generation(&self) -> u64 {
+        self.firmware_generation.load(Ordering::Acquire)
+    }
+
+    fn firmware_changed(&self) {
+        self.firmware_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Which database this is, without credentials.

@@ -247,15 +247,22 @@ async fn the_database_runs_in_wal_mode() {
     );
 }
 
-#[tokio::test]
-async fn a_locked_database_answers_503_and_recovers_by_itself() {
+/// Holds SQLite's write lock from a second connection, as another process could.
+async fn lock_the_database(app: &TestApp) -> sqlx::SqliteConnection {
     use sqlx::Connection;
-    let app = spawn_app().await;
     let path = app.data_dir.path().join("ota.db");
     let mut other_writer = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
     sqlx::query("BEGIN IMMEDIATE").execute(&mut other_writer).await.unwrap();
+    other_writer
+}
+
+#[tokio::test]
+async fn a_locked_database_answers_503_to_writes_and_recovers_by_itself() {
+    let app = spawn_app().await;
+    app.publish(Build::stable("1.1.0")).await;
+    let mut other_writer = lock_the_database(&app).await;
 
     let body = json!({"device_type": DEVICE_TYPE, "current_version": "1.0.0"});
     let while_locked = app.check(&device_token("tab5-0001"), body.clone()).await;
@@ -263,8 +270,38 @@ async fn a_locked_database_answers_503_and_recovers_by_itself() {
     assert_problem(while_locked, StatusCode::SERVICE_UNAVAILABLE).await;
 
     sqlx::query("ROLLBACK").execute(&mut other_writer).await.unwrap();
-    assert_eq!(
-        app.check(&device_token("tab5-0001"), body).await.status(),
-        StatusCode::OK
+    assert_eq!(app.check_as("tab5-0001", "1.0.0").await["version"], "1.1.0");
+}
+
+#[tokio::test]
+async fn a_check_without_an_offer_needs_no_database_write() {
+    let app = spawn_app().await;
+    app.publish(Build::stable("1.1.0")).await;
+    let _other_writer = lock_the_database(&app).await;
+
+    let started = std::time::Instant::now();
+    let answer = app.check_as("tab5-0001", "1.1.0").await;
+
+    assert_eq!(answer["update_available"], false);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the check waited for the write lock"
     );
+}
+
+#[tokio::test]
+async fn a_check_records_the_device_in_the_inventory() {
+    let app = spawn_app().await;
+
+    app.check_as("tab5-0001", "v1.0.3").await;
+
+    let mut recorded = None;
+    for _ in 0..50 {
+        recorded = app.state.store().device_version("tab5-0001").await.unwrap();
+        if recorded.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(recorded.as_deref(), Some("1.0.3"));
 }

@@ -1,0 +1,158 @@
+//! The device inventory's `last_seen` writes, batched off the request path.
+//!
+//! Every `check` tells us what a device runs. Writing that synchronously
+//! would put a database write (and its fsync) on the path a fleet hammers.
+//! Instead `check` hands it to a writer task that upserts a batch, one row
+//! per device, every second or every `MAX_BATCH` devices, and once more when
+//! the server stops. If the writer falls behind, sightings are dropped and
+//! counted (`ota_inventory_dropped_total`): they are refreshed by the
+//! device's next check, and no update attempt depends on them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Sighting, Store};
+
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const MAX_BATCH: usize = 1024;
+const QUEUE: usize = 16 * 1024;
+
+/// Where handlers leave sightings.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    queue: mpsc::Sender<Sighting>,
+}
+
+/// The task that writes sightings; [`InventoryWriter::finish`] flushes it.
+#[derive(Debug)]
+pub struct InventoryWriter {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Inventory {
+    pub fn start(store: Store) -> (Inventory, InventoryWriter) {
+        Self::start_with(store, FLUSH_EVERY)
+    }
+
+    pub fn start_with(store: Store, flush_every: Duration) -> (Inventory, InventoryWriter) {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(write_batches(store, receiver, stop.clone(), flush_every));
+        (Inventory { queue }, InventoryWriter { stop, task })
+    }
+
+    /// Records a sighting, without waiting.
+    pub fn seen(&self, sighting: Sighting) {
+        if self.queue.try_send(sighting).is_err() {
+            metrics::counter!("ota_inventory_dropped_total").increment(1);
+        }
+    }
+}
+
+impl InventoryWriter {
+    /// Writes what is queued and stops, waiting at most `limit`.
+    pub async fn finish(self, limit: Duration) {
+        self.stop.cancel();
+        if tokio::time::timeout(limit, self.task).await.is_err() {
+            tracing::warn!("the inventory writer did not finish in time");
+        }
+    }
+}
+
+async fn write_batches(
+    store: Store,
+    mut receiver: mpsc::Receiver<Sighting>,
+    stop: CancellationToken,
+    flush_every: Duration,
+) {
+    let mut pending: HashMap<String, Sighting> = HashMap::new();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + flush_every, flush_every);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => {
+                while let Ok(sighting) = receiver.try_recv() {
+                    pending.insert(sighting.device_id.clone(), sighting);
+                }
+                flush(&store, &mut pending).await;
+                return;
+            }
+            Some(sighting) = receiver.recv() => {
+                pending.insert(sighting.device_id.clone(), sighting);
+                if pending.len() >= MAX_BATCH {
+                    flush(&store, &mut pending).await;
+                }
+            }
+            _ = tick.tick() => flush(&store, &mut pending).await,
+        }
+    }
+}
+
+async fn flush(store: &Store, pending: &mut HashMap<String, Sighting>) {
+    if pending.is_empty() {
+        return;
+    }
+    let batch: Vec<Sighting> = pending.drain().map(|(_, sighting)| sighting).collect();
+    if let Err(e) = store.devices_seen(&batch).await {
+        tracing::warn!(error = %e, devices = batch.len(), "could not record device sightings; retrying with the next batch");
+        if batch.len() < QUEUE {
+            pending.extend(batch.into_iter().map(|s| (s.device_id.clone(), s)));
+        } else {
+            metrics::counter!("ota_inventory_dropped_total").increment(batch.len() as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sighting(device: &str, version: &str) -> Sighting {
+        Sighting {
+            device_id: device.into(),
+            device_type: "scales_bridge_tab5".into(),
+            current_version: version.into(),
+            build_number: None,
+            channel: "stable".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn finishing_writes_what_is_queued_with_the_latest_sighting_per_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_file(&dir.path().join("ota.db")).await.unwrap();
+        let (inventory, writer) = Inventory::start_with(store.clone(), Duration::from_secs(3600));
+
+        inventory.seen(sighting("tab5-1", "1.0.0"));
+        inventory.seen(sighting("tab5-1", "1.1.0"));
+        inventory.seen(sighting("tab5-2", "1.0.0"));
+        writer.finish(Duration::from_secs(5)).await;
+
+        assert_eq!(store.device_version("tab5-1").await.unwrap().as_deref(), Some("1.1.0"));
+        assert_eq!(store.device_version("tab5-2").await.unwrap().as_deref(), Some("1.0.0"));
+    }
+
+    #[tokio::test]
+    async fn sightings_are_written_without_waiting_for_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_file(&dir.path().join("ota.db")).await.unwrap();
+        let (inventory, _writer) = Inventory::start_with(store.clone(), Duration::from_millis(50));
+
+        inventory.seen(sighting("tab5-1", "1.0.0"));
+
+        let mut written = None;
+        for _ in 0..100 {
+            written = store.device_version("tab5-1").await.unwrap();
+            if written.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(written.as_deref(), Some("1.0.0"));
+    }
+}
