@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use ota_core::wire::Firmware;
 use ota_core::{Candidate, Percent, Version};
@@ -73,11 +74,22 @@ fn candidate_of(firmware: &Firmware) -> Option<Candidate> {
     })
 }
 
+/// How long a snapshot is used at most, whatever the generation says: a
+/// last line of defence should a write ever fail to move it.
+const MAX_AGE: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+struct Cached {
+    generation: u64,
+    loaded_at: Instant,
+    snapshot: Arc<Snapshot>,
+}
+
 /// The cache in front of the firmware table.
 #[derive(Debug)]
 pub struct Catalogue {
     store: Store,
-    current: RwLock<Option<(u64, Arc<Snapshot>)>>,
+    current: RwLock<Option<Cached>>,
 }
 
 impl Catalogue {
@@ -91,14 +103,20 @@ impl Catalogue {
     /// The active firmware as of the last write to the firmware table.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, sqlx::Error> {
         let generation = self.store.firmware_generation();
-        if let Some((cached_at, snapshot)) = &*self.current.read().unwrap_or_else(|p| p.into_inner())
-            && *cached_at == generation
+        if let Some(cached) = &*self.current.read().unwrap_or_else(|p| p.into_inner())
+            && cached.generation == generation
+            && cached.loaded_at.elapsed() < MAX_AGE
         {
-            return Ok(Arc::clone(snapshot));
+            return Ok(Arc::clone(&cached.snapshot));
         }
+        let loaded_at = Instant::now();
         let snapshot = Arc::new(Snapshot::new(self.store.all_active_firmware().await?));
         if self.store.firmware_generation() == generation {
-            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((generation, Arc::clone(&snapshot)));
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Cached {
+                generation,
+                loaded_at,
+                snapshot: Arc::clone(&snapshot),
+            });
         }
         Ok(snapshot)
     }

@@ -119,6 +119,7 @@ mod tests {
             current_version: version.into(),
             build_number: None,
             channel: "stable".into(),
+            seen_at: chrono::Utc::now(),
         }
     }
 
@@ -135,6 +136,24 @@ mod tests {
 
         assert_eq!(store.device_version("tab5-1").await.unwrap().as_deref(), Some("1.1.0"));
         assert_eq!(store.device_version("tab5-2").await.unwrap().as_deref(), Some("1.0.0"));
+    }
+
+    #[tokio::test]
+    async fn a_sighting_older_than_a_status_report_does_not_undo_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_file(&dir.path().join("ota.db")).await.unwrap();
+        let (inventory, writer) = Inventory::start_with(store.clone(), Duration::from_secs(3600));
+        let before_the_update = sighting("tab5-1", "1.0.0");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store
+            .device_reported("tab5-1", "scales_bridge_tab5", "success", Some("1.1.0"))
+            .await
+            .unwrap();
+
+        inventory.seen(before_the_update);
+        writer.finish(Duration::from_secs(5)).await;
+
+        assert_eq!(store.device_version("tab5-1").await.unwrap().as_deref(), Some("1.1.0"));
     }
 
     #[tokio::test]

@@ -18,40 +18,50 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// What the requests on a connection share with it: the peer's address and
-/// how many of its requests are being handled.
+/// What the requests on a connection share with it: the peer's address,
+/// how many of its requests are being handled, and how to wake the
+/// connection's reader when the last one is done.
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub remote: SocketAddr,
-    in_flight: Arc<AtomicUsize>,
+    handling: Arc<Handling>,
+}
+
+#[derive(Debug, Default)]
+struct Handling {
+    in_flight: AtomicUsize,
+    reader: AtomicWaker,
 }
 
 impl Connection {
     fn new(remote: SocketAddr) -> Self {
         Self {
             remote,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            handling: Arc::default(),
         }
     }
 
     /// Marks a request as being handled until the guard is dropped.
     pub fn begin_request(&self) -> RequestInFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        RequestInFlight(Arc::clone(&self.in_flight))
+        self.handling.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestInFlight(Arc::clone(&self.handling))
     }
 
-    fn is_handling(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) > 0
+    /// Whether a handler is working; if so, the reader is woken when it is done.
+    fn is_handling(&self, reader: &Waker) -> bool {
+        self.handling.reader.register(reader);
+        self.handling.in_flight.load(Ordering::Acquire) > 0
     }
 }
 
@@ -62,11 +72,14 @@ impl Connected<IncomingStream<'_, IdleTimeoutListener>> for Connection {
 }
 
 /// A request being handled; see [`Connection::begin_request`].
-pub struct RequestInFlight(Arc<AtomicUsize>);
+pub struct RequestInFlight(Arc<Handling>);
 
 impl Drop for RequestInFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The reader stopped watching the clock while the handler worked; let it start again.
+            self.0.reader.wake();
+        }
     }
 }
 
@@ -128,6 +141,7 @@ pub struct IdleTimeoutStream {
     timeout: Duration,
     connection: Connection,
     last_progress: Instant,
+    was_handling: bool,
     read_deadline: Pin<Box<Sleep>>,
     write_deadline: Pin<Box<Sleep>>,
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -141,6 +155,7 @@ impl IdleTimeoutStream {
             timeout,
             connection,
             last_progress: now,
+            was_handling: false,
             read_deadline: Box::pin(sleep_until(now + timeout)),
             write_deadline: Box::pin(sleep_until(now + timeout)),
             closing: Box::pin(closing.clone().cancelled_owned()),
@@ -161,9 +176,16 @@ impl IdleTimeoutStream {
             )));
         }
         // While a handler works, hyper keeps a read pending only to notice a
-        // hang-up; the request body has its own idle timeout.
-        if direction == Direction::Read && self.connection.is_handling() {
-            return Poll::Pending;
+        // hang-up; the request body has its own idle timeout. The clock
+        // starts again when the handler is done.
+        if direction == Direction::Read {
+            if self.connection.is_handling(cx.waker()) {
+                self.was_handling = true;
+                return Poll::Pending;
+            }
+            if std::mem::take(&mut self.was_handling) {
+                self.last_progress = Instant::now();
+            }
         }
         let due = self.last_progress + self.timeout;
         let deadline = match direction {

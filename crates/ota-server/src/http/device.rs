@@ -69,6 +69,7 @@ async fn check(
         current_version: current.to_string(),
         build_number: request.build_number,
         channel: channel.to_string(),
+        seen_at: chrono::Utc::now(),
     });
 
     let catalogue = state.catalogue().snapshot().await?;

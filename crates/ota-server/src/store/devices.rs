@@ -1,6 +1,6 @@
 //! The device inventory: what each device last told us.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::Store;
 
@@ -12,12 +12,13 @@ pub struct Sighting {
     pub current_version: String,
     pub build_number: Option<i64>,
     pub channel: String,
+    /// When the device said it; an older sighting never overwrites a newer report.
+    pub seen_at: DateTime<Utc>,
 }
 
 impl Store {
     /// Records check-ins in one transaction: creates each device or updates what it runs.
     pub async fn devices_seen(&self, sightings: &[Sighting]) -> Result<(), sqlx::Error> {
-        let now = Utc::now();
         let mut tx = self.pool.begin().await?;
         for seen in sightings {
             sqlx::query(
@@ -25,14 +26,15 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $6) \
                  ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type, \
                  current_version = excluded.current_version, build_number = excluded.build_number, \
-                 channel = excluded.channel, last_seen = excluded.last_seen",
+                 channel = excluded.channel, last_seen = excluded.last_seen \
+                 WHERE excluded.last_seen >= devices.last_seen",
             )
             .bind(&seen.device_id)
             .bind(&seen.device_type)
             .bind(&seen.current_version)
             .bind(seen.build_number)
             .bind(&seen.channel)
-            .bind(now)
+            .bind(seen.seen_at)
             .execute(&mut *tx)
             .await?;
         }

@@ -94,31 +94,33 @@ pub struct FirmwareChanges {
 
 impl Store {
     pub async fn insert_firmware(&self, new: &NewFirmware) -> Result<Firmware, sqlx::Error> {
-        let now = Utc::now();
-        let inserted = sqlx::query_as::<_, FirmwareRow>(
-            "INSERT INTO firmware (device_type, version, build_number, filename, binary_path, file_size, \
+        let new = new.clone();
+        self.write_firmware(move |pool| async move {
+            let now = Utc::now();
+            sqlx::query_as::<_, FirmwareRow>(
+                "INSERT INTO firmware (device_type, version, build_number, filename, binary_path, file_size, \
              file_hash, release_notes, min_version, is_stable, is_active, is_mandatory, rollout_percentage, \
              download_count, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $12, 0, $13, $13) RETURNING *",
-        )
-        .bind(&new.device_type)
-        .bind(&new.version)
-        .bind(new.build_number)
-        .bind(&new.filename)
-        .bind(&new.binary_path)
-        .bind(new.file_size)
-        .bind(&new.file_hash)
-        .bind(&new.release_notes)
-        .bind(&new.min_version)
-        .bind(new.is_stable)
-        .bind(new.is_mandatory)
-        .bind(i64::from(new.rollout_percentage))
-        .bind(now)
-        .fetch_one(&self.pool)
+            )
+            .bind(&new.device_type)
+            .bind(&new.version)
+            .bind(new.build_number)
+            .bind(&new.filename)
+            .bind(&new.binary_path)
+            .bind(new.file_size)
+            .bind(&new.file_hash)
+            .bind(&new.release_notes)
+            .bind(&new.min_version)
+            .bind(new.is_stable)
+            .bind(new.is_mandatory)
+            .bind(i64::from(new.rollout_percentage))
+            .bind(now)
+            .fetch_one(&pool)
+            .await
+            .map(Firmware::from)
+        })
         .await
-        .map(Firmware::from);
-        self.firmware_changed();
-        inserted
     }
 
     pub async fn firmware(&self, id: i64) -> Result<Option<Firmware>, sqlx::Error> {
@@ -177,37 +179,39 @@ impl Store {
 
     /// Applies checked changes; `None` when there is no such firmware.
     pub async fn update_firmware(&self, id: i64, changes: &FirmwareChanges) -> Result<Option<Firmware>, sqlx::Error> {
-        let mut query = QueryBuilder::<Sqlite>::new("UPDATE firmware SET updated_at = ");
-        query.push_bind(Utc::now());
-        if let Some(value) = &changes.release_notes {
-            query.push(", release_notes = ").push_bind(value.clone());
-        }
-        if let Some(value) = changes.is_stable {
-            query.push(", is_stable = ").push_bind(value);
-        }
-        if let Some(value) = changes.is_active {
-            query.push(", is_active = ").push_bind(value);
-        }
-        if let Some(value) = changes.is_mandatory {
-            query.push(", is_mandatory = ").push_bind(value);
-        }
-        if let Some(value) = &changes.min_version {
-            query.push(", min_version = ").push_bind(value.clone());
-        }
-        if let Some(value) = changes.rollout_percentage {
-            query.push(", rollout_percentage = ").push_bind(i64::from(value));
-        }
-        if let Some(value) = changes.build_number {
-            query.push(", build_number = ").push_bind(value);
-        }
-        query.push(" WHERE id = ").push_bind(id).push(" RETURNING *");
-        let updated = query
-            .build_query_as::<FirmwareRow>()
-            .fetch_optional(&self.pool)
-            .await
-            .map(|row| row.map(Firmware::from));
-        self.firmware_changed();
-        updated
+        let changes = changes.clone();
+        self.write_firmware(move |pool| async move {
+            let mut query = QueryBuilder::<Sqlite>::new("UPDATE firmware SET updated_at = ");
+            query.push_bind(Utc::now());
+            if let Some(value) = &changes.release_notes {
+                query.push(", release_notes = ").push_bind(value.clone());
+            }
+            if let Some(value) = changes.is_stable {
+                query.push(", is_stable = ").push_bind(value);
+            }
+            if let Some(value) = changes.is_active {
+                query.push(", is_active = ").push_bind(value);
+            }
+            if let Some(value) = changes.is_mandatory {
+                query.push(", is_mandatory = ").push_bind(value);
+            }
+            if let Some(value) = &changes.min_version {
+                query.push(", min_version = ").push_bind(value.clone());
+            }
+            if let Some(value) = changes.rollout_percentage {
+                query.push(", rollout_percentage = ").push_bind(i64::from(value));
+            }
+            if let Some(value) = changes.build_number {
+                query.push(", build_number = ").push_bind(value);
+            }
+            query.push(" WHERE id = ").push_bind(id).push(" RETURNING *");
+            query
+                .build_query_as::<FirmwareRow>()
+                .fetch_optional(&pool)
+                .await
+                .map(|row| row.map(Firmware::from))
+        })
+        .await
     }
 
     /// Number of OTA log rows of a firmware in each status (every status present).

@@ -8,6 +8,7 @@ mod devices;
 mod firmware;
 mod logs;
 
+use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -78,8 +79,28 @@ impl Store {
         self.firmware_generation.load(Ordering::Acquire)
     }
 
-    fn firmware_changed(&self) {
-        self.firmware_generation.fetch_add(1, Ordering::AcqRel);
+    /// Runs a write to the firmware table to its end, even if the request
+    /// that asked for it goes away, and then moves the firmware generation.
+    /// (A statement handed to SQLite commits whether or not anyone awaits it;
+    /// the generation must move after every commit, or caches keep old rows.)
+    async fn write_firmware<T, F, Fut>(&self, write: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(SqlitePool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+    {
+        let generation = Arc::clone(&self.firmware_generation);
+        let written = write(self.pool.clone());
+        tokio::spawn(async move {
+            let result = written.await;
+            generation.fetch_add(1, Ordering::AcqRel);
+            result
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "a firmware write task failed");
+            sqlx::Error::WorkerCrashed
+        })?
     }
 
     /// Which database this is, without credentials.

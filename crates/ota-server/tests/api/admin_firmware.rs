@@ -308,3 +308,41 @@ async fn delete_deactivates_and_keeps_the_binary_and_history() {
     assert_eq!(logs["total"], 1);
     assert_eq!(app.check_as("tab5-0002", "1.0.0").await["update_available"], false);
 }
+
+#[tokio::test]
+async fn a_deactivation_whose_client_gave_up_still_reaches_devices() {
+    let app = spawn_app().await;
+    let firmware = app.publish(Build::stable("1.1.0")).await;
+    let path = format!("/api/ota/admin/firmware/{}", firmware["id"]);
+    assert_eq!(app.check_as("tab5-0001", "1.0.0").await["update_available"], true);
+    let mut other_writer = app.lock_the_database().await;
+
+    let gave_up = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(ADMIN_TOKEN)
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        gave_up.is_err(),
+        "the request was meant to time out while the database is locked"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query("ROLLBACK").execute(&mut other_writer).await.unwrap();
+    let mut is_active = Value::Bool(true);
+    for _ in 0..80 {
+        is_active = app.firmware(firmware["id"].as_i64().unwrap()).await["is_active"].clone();
+        if is_active == false {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    assert_eq!(is_active, false, "the deactivation was committed");
+    assert_eq!(
+        app.check_as("tab5-0002", "1.0.0").await["update_available"],
+        false,
+        "and devices see it"
+    );
+}

@@ -152,6 +152,17 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// Holds SQLite's write lock from a second connection, as another process could.
+    pub async fn lock_the_database(&self) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        let path = self.data_dir.path().join("ota.db");
+        let mut other_writer = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other_writer).await.unwrap();
+        other_writer
+    }
+
     pub fn firmware_dir(&self) -> std::path::PathBuf {
         self.data_dir.path().join("firmware")
     }

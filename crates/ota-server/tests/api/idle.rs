@@ -91,3 +91,37 @@ async fn a_handler_slower_than_the_idle_timeout_still_answers() {
         "the upload waited 2.5 s for the publish lock"
     );
 }
+
+#[tokio::test]
+async fn a_connection_is_closed_when_idle_after_a_slow_handler() {
+    let app = spawn_app_with(|s| s.idle_timeout = 1).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let publishing = app.state.publish_lock().lock().await;
+    let boundary = "slowhandlerboundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"device_type\"\r\n\r\n{DEVICE_TYPE}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"version\"\r\n\r\n1.0.0\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"app.bin\"\r\n\r\n\
+         firmware-bytes\r\n--{boundary}--\r\n"
+    );
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "POST /api/ota/admin/upload HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    drop(publishing);
+
+    let started = Instant::now();
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+
+    let answer = String::from_utf8_lossy(&answer.expect("the connection stayed open after the answer")).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+}

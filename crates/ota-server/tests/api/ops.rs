@@ -247,22 +247,11 @@ async fn the_database_runs_in_wal_mode() {
     );
 }
 
-/// Holds SQLite's write lock from a second connection, as another process could.
-async fn lock_the_database(app: &TestApp) -> sqlx::SqliteConnection {
-    use sqlx::Connection;
-    let path = app.data_dir.path().join("ota.db");
-    let mut other_writer = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut other_writer).await.unwrap();
-    other_writer
-}
-
 #[tokio::test]
 async fn a_locked_database_answers_503_to_writes_and_recovers_by_itself() {
     let app = spawn_app().await;
     app.publish(Build::stable("1.1.0")).await;
-    let mut other_writer = lock_the_database(&app).await;
+    let mut other_writer = app.lock_the_database().await;
 
     let body = json!({"device_type": DEVICE_TYPE, "current_version": "1.0.0"});
     let while_locked = app.check(&device_token("tab5-0001"), body.clone()).await;
@@ -277,7 +266,7 @@ async fn a_locked_database_answers_503_to_writes_and_recovers_by_itself() {
 async fn a_check_without_an_offer_needs_no_database_write() {
     let app = spawn_app().await;
     app.publish(Build::stable("1.1.0")).await;
-    let _other_writer = lock_the_database(&app).await;
+    let _other_writer = app.lock_the_database().await;
 
     let started = std::time::Instant::now();
     let answer = app.check_as("tab5-0001", "1.1.0").await;
