@@ -140,6 +140,19 @@ impl Blobs {
         Ok(ReaderStream::with_capacity(file.take(len), READ_CHUNK))
     }
 
+    /// A whole stored file in memory, with its SHA-256.
+    pub async fn read_whole(&self, binary_path: &str) -> anyhow::Result<(Bytes, Sha256Hex)> {
+        let path = self.root.join(binary_path);
+        // Reading and hashing megabytes would hold up an async worker.
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let sha256 = Sha256Hex::from_digest(&Sha256::digest(&bytes).into());
+            Ok((Bytes::from(bytes), sha256))
+        })
+        .await
+        .context("reading a firmware file")?
+    }
+
     /// Whether the folder is there and writable.
     pub async fn check_ready(&self) -> anyhow::Result<()> {
         let probe = self

@@ -168,6 +168,9 @@ settings! {
     download_url_ttl: u64 = 3600,
     /// Largest firmware upload, in bytes.
     max_upload_bytes: u64 = 64 * 1024 * 1024,
+    /// Bytes of firmware images kept in memory for downloads (0 = none);
+    /// an image larger than half of it is streamed from disk.
+    blob_cache_bytes: u64 = 64 * 1024 * 1024,
     /// Serve `/metrics` on this address instead of the main listener.
     metrics_listen: Option<SocketAddr> = None,
     /// Seconds a connection may make no progress (read or write) before it
@@ -226,6 +229,7 @@ impl Settings {
         within("idle_timeout", self.idle_timeout, 1..=MAX_SECONDS)?;
         within("shutdown_timeout", self.shutdown_timeout, 0..=MAX_SECONDS)?;
         within("max_upload_bytes", self.max_upload_bytes, 1..=MAX_UPLOAD)?;
+        within("blob_cache_bytes", self.blob_cache_bytes, 0..=MAX_UPLOAD)?;
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {

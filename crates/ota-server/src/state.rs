@@ -10,6 +10,7 @@ use crate::auth::DeviceTokenVerifier;
 use crate::blobs::Blobs;
 use crate::catalogue::Catalogue;
 use crate::config::{Secret, Settings};
+use crate::hot::HotImages;
 use crate::inventory::Inventory;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
@@ -22,6 +23,7 @@ struct Inner {
     store: Store,
     catalogue: Catalogue,
     inventory: Inventory,
+    hot_images: HotImages,
     blobs: Blobs,
     admin_token: Secret,
     device_tokens: DeviceTokenVerifier,
@@ -48,7 +50,9 @@ pub struct Parts {
 impl AppState {
     pub fn new(parts: Parts) -> Self {
         let rate_limiter = RateLimiter::per_minute(parts.settings.device_rate_limit);
+        let hot_images = HotImages::new(parts.settings.blob_cache_bytes);
         Self(Arc::new(Inner {
+            hot_images,
             settings: parts.settings,
             catalogue: Catalogue::new(parts.store.clone()),
             store: parts.store,
@@ -80,6 +84,11 @@ impl AppState {
     /// Where `check` leaves device sightings for the batched writer.
     pub fn inventory(&self) -> &Inventory {
         &self.0.inventory
+    }
+
+    /// Firmware images kept in memory for downloads.
+    pub fn hot_images(&self) -> &HotImages {
+        &self.0.hot_images
     }
 
     pub fn blobs(&self) -> &Blobs {

@@ -60,8 +60,12 @@ fn describe() {
     metrics::describe_counter!(
         "ota_download_bytes_total",
         metrics::Unit::Bytes,
-        "Firmware bytes sent to devices"
+        "Firmware bytes in download responses (counted when a response starts)"
     );
     metrics::describe_counter!("ota_offers_total", "Updates offered to devices, by device type");
+    metrics::describe_counter!(
+        "ota_hot_image_requests_total",
+        "Downloads served from memory (result=memory) and images loaded into memory (result=load)"
+    );
     metrics::describe_counter!("ota_status_transitions_total", "OTA log status changes, by new status");
 }

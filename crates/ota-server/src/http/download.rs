@@ -9,7 +9,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use ota_core::DeviceId;
 use ota_core::wire::{Firmware, Problem};
 use serde::Deserialize;
@@ -19,6 +18,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{DeviceAuth, Path, Query};
+use crate::hot::HotError;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -144,16 +144,18 @@ async fn download(
     {
         count_download(&state, firmware.id, device_id).await;
     }
-    let stream = state
-        .blobs()
-        .read_range(&firmware.binary_path, start, len)
-        .await?
-        .inspect(|chunk| {
-            if let Ok(bytes) = chunk {
-                metrics::counter!("ota_download_bytes_total").increment(bytes.len() as u64);
-            }
-        });
-    Ok((status, response_headers, Body::from_stream(stream)).into_response())
+    metrics::counter!("ota_download_bytes_total").increment(len);
+    let body = match state.hot_images().image(state.blobs(), firmware).await {
+        Ok(Some(image)) => Body::from(image.slice(start as usize..(start + len) as usize)),
+        Ok(None) => Body::from_stream(state.blobs().read_range(&firmware.binary_path, start, len).await?),
+        Err(HotError::Damaged { id }) => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "the stored file of firmware {id} is damaged"
+            )));
+        }
+        Err(HotError::Io(e)) => return Err(ApiError::Internal(e)),
+    };
+    Ok((status, response_headers, body).into_response())
 }
 
 /// A signed link, when the request carries one, decides alone: it names the

@@ -12,7 +12,18 @@ use crate::helpers::*;
 const LINK_KEY: &str = "test-link-signing-key-0123456789";
 
 async fn app_with_firmware(size: usize) -> (TestApp, i64, Vec<u8>) {
-    let app = spawn_app_with(|s| s.link_signing_key = Some(ota_server::config::Secret::new(LINK_KEY))).await;
+    app_with_firmware_and(size, |_| {}).await
+}
+
+async fn app_with_firmware_and(
+    size: usize,
+    configure: impl FnOnce(&mut ota_server::config::Settings),
+) -> (TestApp, i64, Vec<u8>) {
+    let app = spawn_app_with(|s| {
+        s.link_signing_key = Some(ota_server::config::Secret::new(LINK_KEY));
+        configure(s);
+    })
+    .await;
     let bytes = firmware_bytes(size, 9);
     let firmware = app
         .publish(Build {
@@ -149,9 +160,7 @@ async fn ranged(app: &TestApp, id: i64, range: &str) -> reqwest::Response {
         .unwrap()
 }
 
-#[tokio::test]
-async fn single_byte_ranges_answer_206_with_the_exact_bytes() {
-    let (app, id, bytes) = app_with_firmware(10_000).await;
+async fn assert_ranges_are_exact(app: &TestApp, id: i64, bytes: &[u8]) {
     let n = bytes.len();
 
     for (range, start, end) in [
@@ -161,7 +170,7 @@ async fn single_byte_ranges_answer_206_with_the_exact_bytes() {
         ("bytes=9000-10000", 9000, n - 1),
         ("bytes=9990-99999", 9990, n - 1),
     ] {
-        let response = ranged(&app, id, range).await;
+        let response = ranged(app, id, range).await;
         assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT, "{range}");
         assert_eq!(
             response.headers()[header::CONTENT_RANGE],
@@ -173,6 +182,37 @@ async fn single_byte_ranges_answer_206_with_the_exact_bytes() {
         );
         assert_eq!(response.bytes().await.unwrap().as_ref(), &bytes[start..=end], "{range}");
     }
+}
+
+#[tokio::test]
+async fn single_byte_ranges_answer_206_with_the_exact_bytes() {
+    let (app, id, bytes) = app_with_firmware(10_000).await;
+    assert_ranges_are_exact(&app, id, &bytes).await;
+}
+
+#[tokio::test]
+async fn images_streamed_from_disk_answer_ranges_the_same() {
+    let (app, id, bytes) = app_with_firmware_and(10_000, |s| s.blob_cache_bytes = 0).await;
+    assert_ranges_are_exact(&app, id, &bytes).await;
+    let whole = app.download_all(id, &device_token("d")).await;
+    assert_eq!(whole.as_ref(), bytes.as_slice());
+}
+
+#[tokio::test]
+async fn a_file_damaged_on_disk_is_never_served_from_memory() {
+    let (app, id, _) = app_with_firmware(10_000).await;
+    let stored = app.firmware_dir().join("scales_bridge_tab5/v1.1.0.bin");
+    let mut damaged = std::fs::read(&stored).unwrap();
+    damaged[5000] ^= 0xff;
+    std::fs::write(&stored, &damaged).unwrap();
+
+    let response = app.download(id, &device_token("d")).await.send().await.unwrap();
+
+    let problem = assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
+    assert!(
+        !problem["detail"].as_str().unwrap().contains("scales_bridge_tab5"),
+        "no internals: {problem}"
+    );
 }
 
 #[tokio::test]
