@@ -58,15 +58,13 @@ async fn check(
     if request.build_number.is_some_and(|n| n < 0) {
         return Err(ApiError::invalid("build_number", "must not be negative"));
     }
-    state
-        .rate_limiter()
-        .check(device.device_id.as_str())
-        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    charge_request_budget(&state, &device)?;
 
+    let current_version = current.to_string();
     state.inventory().seen(Sighting {
         device_id: device.device_id.to_string(),
         device_type: device_type.to_string(),
-        current_version: current.to_string(),
+        current_version: current_version.clone(),
         build_number: request.build_number,
         channel: channel.to_string(),
         seen_at: chrono::Utc::now(),
@@ -83,7 +81,7 @@ async fn check(
     let Some(chosen) = select_offer(active.iter().map(|a| &a.candidate), &facts) else {
         return Ok(axum::Json(CheckResponse::NoUpdate(NoUpdate {
             update_available: false,
-            current_version: current.to_string(),
+            current_version,
         })));
     };
     let Some(firmware) = catalogue.get(chosen.firmware_id).map(|a| &a.record) else {
@@ -92,14 +90,7 @@ async fn check(
         )));
     };
 
-    let log = open_pending(
-        &state,
-        &device,
-        firmware.id,
-        Some(&current.to_string()),
-        &firmware.version,
-    )
-    .await?;
+    let log = open_pending(&state, &device, firmware.id, Some(&current_version), &firmware.version).await?;
     metrics::counter!("ota_offers_total", "device_type" => device_type.to_string()).increment(1);
     tracing::info!(firmware_id = firmware.id, version = %firmware.version, log_id = log.id, "offered an update");
 
@@ -122,6 +113,14 @@ async fn check(
         is_mandatory: firmware.is_mandatory,
         log_id: log.id,
     })))
+}
+
+/// Counts a request against the device's per-minute budget (429 when spent).
+fn charge_request_budget(state: &AppState, device: &DeviceAuth) -> ApiResult<()> {
+    state
+        .rate_limiter()
+        .check(device.device_id.as_str())
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })
 }
 
 /// Records or reports the device's open attempt at a firmware.
@@ -211,10 +210,7 @@ async fn report_status(
         return Err(ApiError::invalid("progress", "must be between 0 and 100"));
     }
     let error_message = report.error_message.as_deref().map(|m| truncate(m, 2000));
-    state
-        .rate_limiter()
-        .check(device.device_id.as_str())
-        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    charge_request_budget(&state, &device)?;
     let store = state.store();
     let catalogue = state.catalogue().snapshot().await?;
     let firmware = &catalogue
