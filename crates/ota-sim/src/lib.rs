@@ -1,0 +1,10 @@
+//! `ota-sim`: a fleet of virtual ESP32s that speaks the OTA server's public
+//! HTTP API, for demos, load tests and benchmarks.
+
+pub mod bench;
+pub mod device;
+pub mod fleet;
+pub mod http;
+pub mod stats;
+pub mod token;
+pub mod units;
