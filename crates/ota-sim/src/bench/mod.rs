@@ -227,14 +227,14 @@ impl Setup {
 }
 
 /// Random bytes standing in for a firmware image.
-fn image(size: usize) -> Vec<u8> {
+pub fn image(size: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; size];
     rand::rngs::SmallRng::seed_from_u64(size as u64).fill_bytes(&mut bytes);
     bytes
 }
 
 /// An admin request; returns the status and the JSON answer.
-async fn admin(
+pub async fn admin(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -256,7 +256,7 @@ async fn admin(
 }
 
 /// Uploads and registers a stable firmware; returns its id.
-async fn publish(addr: SocketAddr, version: &str, bytes: &[u8]) -> anyhow::Result<i64> {
+pub async fn publish(addr: SocketAddr, version: &str, bytes: &[u8]) -> anyhow::Result<i64> {
     let boundary = "ota-sim-bench-boundary-7d1e";
     let mut body = Vec::with_capacity(bytes.len() + 1024);
     for (name, value) in [
