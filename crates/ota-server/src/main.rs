@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { config } => {
             let settings = Settings::from_env(config.as_deref()).context("loading settings")?;
-            telemetry::init_logging(&settings);
+            let _log_guard = telemetry::init_logging(&settings);
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await
         }

@@ -9,18 +9,35 @@ use tracing_subscriber::fmt::format::FmtSpan;
 use crate::config::{LogFormat, Settings};
 
 /// Installs the global log subscriber. `RUST_LOG` wins over the `log` setting.
-pub fn init_logging(settings: &Settings) {
+///
+/// Lines are written to stdout by a thread of their own, so a request never
+/// waits on the stdout lock or a `write` call (one access line per request
+/// adds up on the check path). The writer blocks rather than drops when it
+/// falls behind: no line is lost. Keep the guard until the process ends; it
+/// flushes what is left when dropped.
+pub fn init_logging(settings: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("ota-log-writer")
+        .finish(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log));
     let builder = tracing_subscriber::fmt()
+        .with_writer(writer)
         .with_env_filter(filter)
         .with_span_events(FmtSpan::NONE);
     let result = match settings.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
     if result.is_err() {
         tracing::debug!("a log subscriber was already installed");
     }
+    guard
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

@@ -1,5 +1,6 @@
 //! What devices call: `check` for an update and `status` to report progress.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use ota_core::wire::{CheckRequest, CheckResponse, NoUpdate, Offer, OtaLog, Problem, StatusReport};
@@ -7,6 +8,7 @@ use ota_core::{Channel, DeviceFacts, DeviceType, OtaStatus, Transition, Version,
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::RoutinePoll;
 use super::error::{ApiError, ApiResult};
 use super::extract::{DeviceAuth, Json};
 use crate::state::AppState;
@@ -47,7 +49,7 @@ async fn check(
     device: DeviceAuth,
     headers: HeaderMap,
     Json(request): Json<CheckRequest>,
-) -> ApiResult<axum::Json<CheckResponse>> {
+) -> ApiResult<(Extension<RoutinePoll>, axum::Json<CheckResponse>)> {
     let device_type = DeviceType::parse(&request.device_type).map_err(|e| ApiError::invalid("device_type", e))?;
     device.ensure_device_type(device_type.as_str())?;
     let current = Version::parse(&request.current_version).map_err(|e| ApiError::invalid("current_version", e))?;
@@ -79,10 +81,13 @@ async fn check(
         channel: &channel,
     };
     let Some(chosen) = select_offer(active.iter().map(|a| &a.candidate), &facts) else {
-        return Ok(axum::Json(CheckResponse::NoUpdate(NoUpdate {
-            update_available: false,
-            current_version,
-        })));
+        return Ok((
+            Extension(RoutinePoll),
+            axum::Json(CheckResponse::NoUpdate(NoUpdate {
+                update_available: false,
+                current_version,
+            })),
+        ));
     };
     let Some(firmware) = catalogue.get(chosen.firmware_id).map(|a| &a.record) else {
         return Err(ApiError::Internal(anyhow::anyhow!(
@@ -101,7 +106,7 @@ async fn check(
         public_base(&state, &headers),
         firmware.id
     );
-    Ok(axum::Json(CheckResponse::Offer(Offer {
+    let offer = CheckResponse::Offer(Offer {
         update_available: true,
         firmware_id: firmware.id,
         version: firmware.version.clone(),
@@ -112,7 +117,8 @@ async fn check(
         release_notes: firmware.release_notes.clone(),
         is_mandatory: firmware.is_mandatory,
         log_id: log.id,
-    })))
+    });
+    Ok((Extension(RoutinePoll), axum::Json(offer)))
 }
 
 /// Counts a request against the device's per-minute budget (429 when spent).

@@ -15,12 +15,10 @@ use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::{OnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -115,16 +113,36 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
                         .unwrap_or("-");
                     tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
                 })
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(LatencyUnit::Millis),
-                ),
+                .on_response(AccessLine),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(middleware::from_fn(mark_in_flight))
         .with_state(state)
 }
+
+/// The access line written when a response starts.
+///
+/// A `check` answered 200 is the fleet's heartbeat (every device, every
+/// poll interval; the inventory's `last_seen` keeps the fact), so it is
+/// logged at DEBUG. Every other answer, and any error, is logged at INFO.
+#[derive(Clone, Copy)]
+struct AccessLine;
+
+impl<B> OnResponse<B> for AccessLine {
+    fn on_response(self, response: &axum::http::Response<B>, latency: Duration, span: &tracing::Span) {
+        let status = response.status().as_u16();
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        if status == 200 && response.extensions().get::<RoutinePoll>().is_some() {
+            tracing::debug!(parent: span, status, latency_ms, "finished processing request");
+        } else {
+            tracing::info!(parent: span, status, latency_ms, "finished processing request");
+        }
+    }
+}
+
+/// Marks a response as a routine device poll, for [`AccessLine`].
+#[derive(Clone, Copy)]
+pub struct RoutinePoll;
 
 /// A router that serves only `/metrics`, for `OTA_METRICS_LISTEN`.
 pub fn metrics_router(state: AppState) -> Router {

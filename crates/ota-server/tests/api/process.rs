@@ -412,3 +412,56 @@ async fn shutdown_is_bounded_by_the_shutdown_timeout() {
     );
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test]
+async fn routine_polls_are_logged_at_debug_and_everything_else_at_info() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        data_dir.path(),
+        &[("OTA_ADMIN_TOKEN", ADMIN_TOKEN), ("OTA_DEVICE_JWT_SECRET", JWT_SECRET)],
+    );
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"device_type": DEVICE_TYPE, "current_version": "1.0.0"});
+    let poll = client
+        .post(server.url("/api/ota/check"))
+        .bearer_auth(device_token("tab5-log"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), StatusCode::OK);
+    let refused = client
+        .post(server.url("/api/ota/check"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let health = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    // Lines reach stdout through a writer thread: wait for the last one.
+    let started = Instant::now();
+    let access = loop {
+        let lines: Vec<(String, u64)> = server
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["message"] == "finished processing request")
+            .map(|event| {
+                let uri = event["span"]["uri"].as_str().unwrap_or_default().to_owned();
+                (uri, event["status"].as_u64().unwrap_or_default())
+            })
+            .collect();
+        if lines.iter().any(|(uri, _)| uri == "/healthz") || started.elapsed() > Duration::from_secs(10) {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(access.contains(&("/healthz".to_owned(), 200)), "{access:?}");
+    assert!(access.contains(&("/api/ota/check".to_owned(), 401)), "{access:?}");
+    assert!(
+        !access.contains(&("/api/ota/check".to_owned(), 200)),
+        "a routine poll was logged at INFO: {access:?}"
+    );
+}
