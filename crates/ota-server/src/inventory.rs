@@ -146,7 +146,12 @@ mod tests {
         let before_the_update = sighting("tab5-1", "1.0.0");
         tokio::time::sleep(Duration::from_millis(5)).await;
         store
-            .device_reported("tab5-1", "scales_bridge_tab5", "success", Some("1.1.0"))
+            .device_reported(crate::store::DeviceReport {
+                device_id: "tab5-1",
+                device_type: "scales_bridge_tab5",
+                status: ota_core::OtaStatus::Success,
+                now_running: Some("1.1.0"),
+            })
             .await
             .unwrap();
 

@@ -12,7 +12,7 @@ use super::RoutinePoll;
 use super::error::{ApiError, ApiResult};
 use super::extract::{DeviceAuth, Json};
 use crate::state::AppState;
-use crate::store::{NewLog, Sighting, is_unique_violation};
+use crate::store::{DeviceReport, LogWrite, NewLog, Sighting, is_unique_violation};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -231,43 +231,48 @@ async fn report_status(
         let latest = store.latest_log(device_id, firmware.id).await?;
         let step = ota_core::transition(latest.as_ref().map(|l| l.status), status)
             .map_err(|e| ApiError::Conflict(e.to_string()))?;
-        let updated = match (step, latest) {
-            (Transition::OpenNew, _) => {
-                let from_version = store.device_version(device_id).await?;
-                let new = NewLog {
-                    device_id,
-                    firmware_id: firmware.id,
-                    from_version: from_version.as_deref(),
-                    to_version: &firmware.version,
-                    status,
-                    progress: report.progress,
-                    error_message,
-                };
-                match store.insert_log(&new).await {
-                    Ok(log) => Some(log),
-                    Err(e) if is_unique_violation(&e) => None,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            (Transition::Advance | Transition::Repeat, Some(latest)) => {
-                store
-                    .advance_log(latest.id, latest.status, status, report.progress, error_message)
-                    .await?
-            }
+        let from_version = match step {
+            Transition::OpenNew => store.device_version(device_id).await?,
+            _ => None,
+        };
+        let write = match (step, latest) {
+            (Transition::OpenNew, _) => LogWrite::Open(NewLog {
+                device_id,
+                firmware_id: firmware.id,
+                from_version: from_version.as_deref(),
+                to_version: &firmware.version,
+                status,
+                progress: report.progress,
+                error_message,
+            }),
+            (Transition::Advance | Transition::Repeat, Some(latest)) => LogWrite::Advance {
+                id: latest.id,
+                from: latest.status,
+                to: status,
+                progress: report.progress,
+                error_message,
+            },
             (_, None) => {
                 return Err(ApiError::Internal(anyhow::anyhow!(
                     "a transition other than OpenNew with no attempt"
                 )));
             }
         };
+        let inventory = DeviceReport {
+            device_id,
+            device_type: &firmware.device_type,
+            status,
+            now_running: (status == OtaStatus::Success).then_some(firmware.version.as_str()),
+        };
+        let updated = match store.apply_report(&write, inventory).await {
+            Ok(updated) => updated,
+            Err(e) if is_unique_violation(&e) => None,
+            Err(e) => return Err(e.into()),
+        };
         if let Some(log) = updated {
             if step != Transition::Repeat {
                 metrics::counter!("ota_status_transitions_total", "status" => status.as_str()).increment(1);
             }
-            let now_running = (status == OtaStatus::Success).then_some(firmware.version.as_str());
-            store
-                .device_reported(device_id, &firmware.device_type, status.as_str(), now_running)
-                .await?;
             tracing::info!(log_id = log.id, status = %status, progress = ?log.progress, "status reported");
             return Ok(axum::Json(log));
         }

@@ -41,6 +41,13 @@ impl Store {
         tx.commit().await
     }
 
+    /// Records a status report in the inventory alone (tests set up states
+    /// with it; the server writes reports through `apply_report`).
+    #[cfg(test)]
+    pub async fn device_reported(&self, report: super::logs::DeviceReport<'_>) -> Result<(), sqlx::Error> {
+        reported(&self.pool, report).await
+    }
+
     /// The version a device last reported running.
     pub async fn device_version(&self, device_id: &str) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar::<_, Option<String>>("SELECT current_version FROM devices WHERE device_id = $1")
@@ -49,29 +56,27 @@ impl Store {
             .await
             .map(Option::flatten)
     }
+}
 
-    /// Records a device's status report; on `success` it now runs `version`.
-    pub async fn device_reported(
-        &self,
-        device_id: &str,
-        device_type: &str,
-        status: &str,
-        now_running: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO devices (device_id, device_type, current_version, last_status, first_seen, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $5) \
-             ON CONFLICT (device_id) DO UPDATE SET last_status = excluded.last_status, \
-             current_version = COALESCE(excluded.current_version, devices.current_version), \
-             last_seen = excluded.last_seen",
-        )
-        .bind(device_id)
-        .bind(device_type)
-        .bind(now_running)
-        .bind(status)
-        .bind(Utc::now())
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-    }
+/// Records a device's status report in the inventory; on `success` it now
+/// runs the firmware's version.
+pub(super) async fn reported<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    report: super::logs::DeviceReport<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO devices (device_id, device_type, current_version, last_status, first_seen, last_seen) \
+         VALUES ($1, $2, $3, $4, $5, $5) \
+         ON CONFLICT (device_id) DO UPDATE SET last_status = excluded.last_status, \
+         current_version = COALESCE(excluded.current_version, devices.current_version), \
+         last_seen = excluded.last_seen",
+    )
+    .bind(report.device_id)
+    .bind(report.device_type)
+    .bind(report.now_running)
+    .bind(report.status.as_str())
+    .bind(Utc::now())
+    .execute(db)
+    .await
+    .map(|_| ())
 }

@@ -88,29 +88,111 @@ impl LogFilter {
     }
 }
 
+/// The write a status report makes to its attempt.
+#[derive(Debug, Clone)]
+pub enum LogWrite<'a> {
+    /// Open a new attempt (a first report, or a retry after `failed`).
+    Open(NewLog<'a>),
+    /// Move attempt `id` from `from` to `to`, only if it is still in `from`.
+    Advance {
+        id: i64,
+        from: OtaStatus,
+        to: OtaStatus,
+        progress: Option<i64>,
+        error_message: Option<&'a str>,
+    },
+}
+
+/// What a status report tells the inventory about its device.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceReport<'a> {
+    pub device_id: &'a str,
+    pub device_type: &'a str,
+    pub status: OtaStatus,
+    /// The version the device now runs (on `success`).
+    pub now_running: Option<&'a str>,
+}
+
+async fn insert<'e>(db: impl sqlx::SqliteExecutor<'e>, new: &NewLog<'_>) -> Result<OtaLog, sqlx::Error> {
+    let now = Utc::now();
+    let completed_at = new.status.is_final().then_some(now);
+    let row = sqlx::query_as::<_, LogRow>(
+        "INSERT INTO device_ota_log (device_id, firmware_id, from_version, to_version, status, progress, \
+             error_message, started_at, updated_at, completed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING *",
+    )
+    .bind(new.device_id)
+    .bind(new.firmware_id)
+    .bind(new.from_version)
+    .bind(new.to_version)
+    .bind(new.status.as_str())
+    .bind(new.progress)
+    .bind(new.error_message)
+    .bind(now)
+    .bind(completed_at)
+    .fetch_one(db)
+    .await?;
+    OtaLog::try_from(row)
+}
+
+async fn advance<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    id: i64,
+    from: OtaStatus,
+    to: OtaStatus,
+    progress: Option<i64>,
+    error_message: Option<&str>,
+) -> Result<Option<OtaLog>, sqlx::Error> {
+    let now = Utc::now();
+    let completed_at = to.is_final().then_some(now);
+    let row = sqlx::query_as::<_, LogRow>(
+        "UPDATE device_ota_log SET status = $1, progress = COALESCE($2, progress), \
+         error_message = COALESCE($3, error_message), updated_at = $4, completed_at = $5 \
+         WHERE id = $6 AND status = $7 RETURNING *",
+    )
+    .bind(to.as_str())
+    .bind(progress)
+    .bind(error_message)
+    .bind(now)
+    .bind(completed_at)
+    .bind(id)
+    .bind(from.as_str())
+    .fetch_optional(db)
+    .await?;
+    into_log(row)
+}
+
 impl Store {
     /// Inserts an attempt. Fails with a unique violation when the device
     /// already has an open attempt at this firmware.
     pub async fn insert_log(&self, new: &NewLog<'_>) -> Result<OtaLog, sqlx::Error> {
-        let now = Utc::now();
-        let completed_at = new.status.is_final().then_some(now);
-        let row = sqlx::query_as::<_, LogRow>(
-            "INSERT INTO device_ota_log (device_id, firmware_id, from_version, to_version, status, progress, \
-             error_message, started_at, updated_at, completed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING *",
-        )
-        .bind(new.device_id)
-        .bind(new.firmware_id)
-        .bind(new.from_version)
-        .bind(new.to_version)
-        .bind(new.status.as_str())
-        .bind(new.progress)
-        .bind(new.error_message)
-        .bind(now)
-        .bind(completed_at)
-        .fetch_one(&self.pool)
-        .await?;
-        OtaLog::try_from(row)
+        insert(&self.pool, new).await
+    }
+
+    /// Applies a status report: the attempt's write and the device's
+    /// inventory row, in one transaction (one commit, and never one without
+    /// the other). `None` when an `Advance` found the attempt moved on.
+    pub async fn apply_report(
+        &self,
+        write: &LogWrite<'_>,
+        device: DeviceReport<'_>,
+    ) -> Result<Option<OtaLog>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let log = match write {
+            LogWrite::Open(new) => Some(insert(&mut *tx, new).await?),
+            LogWrite::Advance {
+                id,
+                from,
+                to,
+                progress,
+                error_message,
+            } => advance(&mut *tx, *id, *from, *to, *progress, *error_message).await?,
+        };
+        if log.is_some() {
+            super::devices::reported(&mut *tx, device).await?;
+            tx.commit().await?;
+        }
+        Ok(log)
     }
 
     /// The open (not final) attempt of a device at a firmware.
@@ -133,35 +215,6 @@ impl Store {
         )
         .bind(device_id)
         .bind(firmware_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        into_log(row)
-    }
-
-    /// Moves an attempt from `from` to `to`, only if it is still in `from`
-    /// (so two racing reports cannot both apply). `None` when it was not.
-    pub async fn advance_log(
-        &self,
-        id: i64,
-        from: OtaStatus,
-        to: OtaStatus,
-        progress: Option<i64>,
-        error_message: Option<&str>,
-    ) -> Result<Option<OtaLog>, sqlx::Error> {
-        let now = Utc::now();
-        let completed_at = to.is_final().then_some(now);
-        let row = sqlx::query_as::<_, LogRow>(
-            "UPDATE device_ota_log SET status = $1, progress = COALESCE($2, progress), \
-             error_message = COALESCE($3, error_message), updated_at = $4, completed_at = $5 \
-             WHERE id = $6 AND status = $7 RETURNING *",
-        )
-        .bind(to.as_str())
-        .bind(progress)
-        .bind(error_message)
-        .bind(now)
-        .bind(completed_at)
-        .bind(id)
-        .bind(from.as_str())
         .fetch_optional(&self.pool)
         .await?;
         into_log(row)

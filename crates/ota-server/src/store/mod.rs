@@ -21,7 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use devices::Sighting;
 pub use firmware::{FirmwareChanges, FirmwareFilter, NewFirmware};
-pub use logs::{LogFilter, NewLog};
+pub use logs::{DeviceReport, LogFilter, LogWrite, NewLog};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
