@@ -16,7 +16,7 @@ use crate::auth::DeviceTokenVerifier;
 use crate::blobs::Blobs;
 use crate::config::Settings;
 use crate::inventory::{Inventory, InventoryWriter};
-use crate::net::{Connection, IdleTimeoutListener};
+use crate::net::IdleTimeoutListener;
 use crate::secrets::{self, SecretKind};
 use crate::state::{self, AppState};
 use crate::store::Store;
@@ -127,8 +127,7 @@ impl Application {
 
         let listener = IdleTimeoutListener::new(listener, Duration::from_secs(settings.idle_timeout), closing.clone());
         let router = http::router(state.clone(), metrics_listener.is_none());
-        let main = axum::serve(listener, router.into_make_service_with_connect_info::<Connection>())
-            .with_graceful_shutdown(stopping.clone().cancelled_owned());
+        let main = crate::serve::serve_http1(listener, router, stopping.clone());
         let metrics_server = metrics_listener.map(|listener| {
             let serve = axum::serve(listener, http::metrics_router(state.clone()))
                 .with_graceful_shutdown(stopping.clone().cancelled_owned());
@@ -137,9 +136,9 @@ impl Application {
         let upkeep = tokio::spawn(keep_metrics_tidy(state.clone()));
 
         tracing::info!(listen = %local_addr, "serving");
-        let mut main = std::pin::pin!(main.into_future());
+        let mut main = std::pin::pin!(main);
         tokio::select! {
-            result = &mut main => result.context("serving HTTP")?,
+            () = &mut main => {}
             () = shutdown => {
                 tracing::info!(grace_seconds = settings.shutdown_timeout, "shutting down: no new connections, finishing in-flight requests");
                 stopping.cancel();

@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod net;
 pub mod ratelimit;
 pub mod secrets;
+pub mod serve;
 pub mod state;
 pub mod store;
 pub mod telemetry;

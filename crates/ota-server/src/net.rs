@@ -21,8 +21,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -62,12 +60,6 @@ impl Connection {
     fn is_handling(&self, reader: &Waker) -> bool {
         self.handling.reader.register(reader);
         self.handling.in_flight.load(Ordering::Acquire) > 0
-    }
-}
-
-impl Connected<IncomingStream<'_, IdleTimeoutListener>> for Connection {
-    fn connect_info(stream: IncomingStream<'_, IdleTimeoutListener>) -> Self {
-        stream.remote_addr().clone()
     }
 }
 
