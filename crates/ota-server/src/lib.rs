@@ -7,6 +7,7 @@ pub mod auth;
 pub mod blobs;
 pub mod catalogue;
 pub mod config;
+pub mod counted;
 pub mod hot;
 pub mod http;
 pub mod inventory;

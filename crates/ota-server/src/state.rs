@@ -10,10 +10,14 @@ use crate::auth::DeviceTokenVerifier;
 use crate::blobs::Blobs;
 use crate::catalogue::Catalogue;
 use crate::config::{Secret, Settings};
+use crate::counted::CountedDownloads;
 use crate::hot::HotImages;
 use crate::inventory::Inventory;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
+
+/// How many counted downloads are remembered (about 1 MiB).
+const COUNTED_DOWNLOADS: usize = 65_536;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -29,6 +33,7 @@ struct Inner {
     device_tokens: DeviceTokenVerifier,
     links: LinkSigner,
     rate_limiter: RateLimiter,
+    counted_downloads: CountedDownloads,
     metrics: PrometheusHandle,
     openapi_json: String,
     publish_lock: Mutex<()>,
@@ -62,6 +67,7 @@ impl AppState {
             device_tokens: parts.device_tokens,
             links: parts.links,
             rate_limiter,
+            counted_downloads: CountedDownloads::new(COUNTED_DOWNLOADS),
             metrics: parts.metrics,
             openapi_json: parts.openapi_json,
             publish_lock: Mutex::new(()),
@@ -109,6 +115,10 @@ impl AppState {
 
     pub fn rate_limiter(&self) -> &RateLimiter {
         &self.0.rate_limiter
+    }
+
+    pub fn counted_downloads(&self) -> &CountedDownloads {
+        &self.0.counted_downloads
     }
 
     pub fn metrics(&self) -> &PrometheusHandle {

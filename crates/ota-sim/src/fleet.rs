@@ -258,7 +258,9 @@ fn update_view(bar: &ProgressBar, stats: &Stats, mib_per_s: f64) {
     bar.set_position(finished);
     let phases: Vec<String> = Phase::ALL
         .iter()
-        .map(|&phase| format!("{} {}", phase.label(), stats.count(phase)))
+        .map(|&phase| (phase, stats.count(phase)))
+        .filter(|&(_, count)| count > 0)
+        .map(|(phase, count)| format!("{} {count}", phase.label()))
         .collect();
     bar.set_message(format!("{}\n{mib_per_s:.1} MiB/s", phases.join(" · ")));
 }

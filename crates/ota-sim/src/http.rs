@@ -312,26 +312,40 @@ mod tests {
         assert!(text.ends_with("Content-Length: 7\r\n\r\n{\"a\":1}"));
     }
 
-    #[tokio::test]
-    async fn bodies_are_read_in_pieces_and_connections_kept() {
+    fn get_root() -> Vec<u8> {
+        Request {
+            method: "GET",
+            path: "/",
+            ..Default::default()
+        }
+        .encode("x")
+    }
+
+    /// A server that takes one connection and answers each request on it
+    /// with the next of `answers`.
+    async fn answering(answers: &'static [&'static [u8]]) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];
-            for body in ["hello world", "second"] {
+            for answer in answers {
                 let _ = socket.read(&mut buf).await.unwrap();
-                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-                socket.write_all(answer.as_bytes()).await.unwrap();
+                socket.write_all(answer).await.unwrap();
             }
         });
+        addr
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_in_pieces_and_connections_kept() {
+        let addr = answering(&[
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond",
+        ])
+        .await;
         let mut conn = Conn::connect(addr, None).await.unwrap();
-        let request = Request {
-            method: "GET",
-            path: "/",
-            ..Default::default()
-        }
-        .encode("x");
+        let request = get_root();
         let head = conn.send(&request).await.unwrap();
         assert_eq!((head.status, head.content_length), (200, 11));
         assert_eq!(&conn.body_chunk(5).await.unwrap()[..], b"hello");
@@ -344,24 +358,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_cut_body_is_an_error() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = socket.read(&mut buf).await.unwrap();
-            socket
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
-                .await
-                .unwrap();
-        });
+        let addr = answering(&[b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"]).await;
         let mut conn = Conn::connect(addr, None).await.unwrap();
-        let request = Request {
-            method: "GET",
-            path: "/",
-            ..Default::default()
-        }
-        .encode("x");
+        let request = get_root();
         conn.send(&request).await.unwrap();
         let error = conn.body().await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);

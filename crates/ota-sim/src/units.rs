@@ -5,15 +5,8 @@ use std::time::Duration;
 /// Parses a byte count: a number with an optional `B`, `K`/`KB`/`KiB`,
 /// `M`/`MB`/`MiB` or `G`/`GB`/`GiB` suffix (all binary multiples).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 64KiB"))?;
-    let multiple = match unit.trim().to_ascii_lowercase().as_str() {
+    let (number, unit) = number_and_unit(text).ok_or_else(|| format!("`{text}` is not a size like 64KiB"))?;
+    let multiple = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1u64,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
@@ -29,15 +22,8 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 
 /// Parses a duration: a number with `ms`, `s`, `m` or `h` (seconds when bare).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30s"))?;
-    let seconds = match unit.trim() {
+    let (number, unit) = number_and_unit(text).ok_or_else(|| format!("`{text}` is not a duration like 30s"))?;
+    let seconds = match unit {
         "ms" => number / 1000.0,
         "" | "s" => number,
         "m" | "min" => number * 60.0,
@@ -46,6 +32,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         other => return Err(format!("unknown duration unit `{other}` (use ms, s, m or h)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is not a valid duration"))
+}
+
+/// `"1.5MiB"` as `(1.5, "MiB")`; `None` without a leading number.
+fn number_and_unit(text: &str) -> Option<(f64, &str)> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    Some((number.parse().ok()?, unit.trim()))
 }
 
 /// Parses a percentage `0`–`100` into a chance `0.0`–`1.0`.

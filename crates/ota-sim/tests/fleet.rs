@@ -19,6 +19,13 @@ fn server_bin() -> PathBuf {
     path
 }
 
+/// The server on a fresh data folder (dropped with the returned guard).
+async fn start_server() -> (tempfile::TempDir, ServerProcess) {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&server_bin(), data.path()).await.unwrap();
+    (data, server)
+}
+
 fn sim(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ota-sim"))
         .args(args)
@@ -40,8 +47,7 @@ fn json_of(output: &Output) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_with_drops_and_reboots_updates_to_the_end() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&server_bin(), data.path()).await.unwrap();
+    let (_data, server) = start_server().await;
     let bytes = image(200 * 1024);
     let id = publish(server.addr, "1.1.0", &bytes).await.unwrap();
     let url = format!("http://{}", server.addr);
@@ -147,8 +153,7 @@ async fn a_fleet_with_drops_and_reboots_updates_to_the_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_that_the_server_refuses_end_in_error_and_fail_the_run() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&server_bin(), data.path()).await.unwrap();
+    let (_data, server) = start_server().await;
     let url = format!("http://{}", server.addr);
     let output = sim(&[
         "run",

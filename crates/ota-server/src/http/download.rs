@@ -191,9 +191,14 @@ fn authorize(state: &AppState, headers: &HeaderMap, firmware_id: i64, link: &Lin
 }
 
 async fn count_download(state: &AppState, firmware_id: i64, device_id: &DeviceId) {
+    let counted = state.counted_downloads();
+    if counted.contains(firmware_id, device_id.as_str()) {
+        return;
+    }
     // Counting must never cost the device its download.
-    if let Err(e) = state.store().count_download(firmware_id, device_id.as_str()).await {
-        tracing::warn!(error = %e, "could not count a download");
+    match state.store().count_download(firmware_id, device_id.as_str()).await {
+        Ok(_) => counted.remember(firmware_id, device_id.as_str()),
+        Err(e) => tracing::warn!(error = %e, "could not count a download"),
     }
 }
 

@@ -286,6 +286,43 @@ pub async fn publish(addr: SocketAddr, version: &str, bytes: &[u8]) -> anyhow::R
         .ok_or_else(|| anyhow::anyhow!("the upload answer has no firmware id: {answer}"))
 }
 
+/// Measures ours and the reference in turns, three rounds each (one in a
+/// quick run) splitting the measuring time, and keeps each side's median
+/// round: a neighbour's burst on a shared machine then moves one round,
+/// not the comparison.
+async fn side_by_side(
+    ours: (SocketAddr, &Arc<Vec<Vec<u8>>>),
+    reference: (SocketAddr, &Arc<Vec<Vec<u8>>>),
+    connections: usize,
+    options: &BenchOptions,
+) -> (LoadResult, LoadResult) {
+    let rounds = if options.quick { 1 } else { 3 };
+    let measure = options.measure() / rounds;
+    let warmup = options.warmup() / rounds;
+    let (mut our_rounds, mut reference_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (addr, requests) = reference;
+        reference_rounds.push(closed_loop(addr, Arc::clone(requests), connections, warmup, measure, 200).await);
+        let (addr, requests) = ours;
+        our_rounds.push(closed_loop(addr, Arc::clone(requests), connections, warmup, measure, 200).await);
+    }
+    (median(our_rounds), median(reference_rounds))
+}
+
+/// The round with the median rate; its errors are all the rounds' errors.
+fn median(mut rounds: Vec<LoadResult>) -> LoadResult {
+    let mut errors = std::collections::BTreeMap::new();
+    for round in &rounds {
+        for (kind, n) in &round.errors {
+            *errors.entry(kind.clone()).or_default() += n;
+        }
+    }
+    rounds.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+    let mut middle = rounds.swap_remove(rounds.len() / 2);
+    middle.errors = errors;
+    middle
+}
+
 fn rate(value: f64, unit: &str) -> String {
     if value >= 100.0 {
         format!("{value:.0} {unit}")
@@ -320,8 +357,7 @@ async fn check(options: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
             .map(|i| setup.check_request(&format!("bench-{i:06}"), "1.1.0"))
             .collect(),
     );
-    let reference = closed_loop(nginx.addr, Arc::clone(&up_to_date), 64, warmup, measure, 200).await;
-    let ours = closed_loop(server.addr, up_to_date, 64, warmup, measure, 200).await;
+    let (ours, reference) = side_by_side((server.addr, &up_to_date), (nginx.addr, &up_to_date), 64, options).await;
     let outdated: Arc<Vec<_>> = Arc::new(
         (0..devices)
             .map(|i| setup.check_request(&format!("bench-{i:06}"), "1.0.0"))
@@ -380,7 +416,6 @@ async fn download(options: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
     std::fs::create_dir_all(&www)?;
     std::fs::write(www.join("app.bin"), &bytes)?;
     let nginx = Nginx::start(&options.nginx, &www, "{}").await?;
-    let (warmup, measure) = (options.warmup(), options.measure());
     let mut rows = Vec::new();
     for connections in [16, 256] {
         let ours_requests: Arc<Vec<_>> = Arc::new(
@@ -389,8 +424,13 @@ async fn download(options: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
                 .collect(),
         );
         let nginx_requests = Arc::new(vec![setup.get_request("/app.bin", None, None)]);
-        let reference = closed_loop(nginx.addr, nginx_requests, connections, warmup, measure, 200).await;
-        let ours = closed_loop(server.addr, ours_requests, connections, warmup, measure, 200).await;
+        let (ours, reference) = side_by_side(
+            (server.addr, &ours_requests),
+            (nginx.addr, &nginx_requests),
+            connections,
+            options,
+        )
+        .await;
         let ratio = ours.mib_per_second() / reference.mib_per_second();
         rows.push(BenchRow {
             scenario: Scenario::Download,
