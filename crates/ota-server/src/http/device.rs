@@ -43,7 +43,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(skip_all, fields(device_id = %device.device_id))]
 async fn check(
     State(state): State<AppState>,
     device: DeviceAuth,
@@ -203,7 +202,7 @@ fn public_base(state: &AppState, headers: &HeaderMap) -> String {
         (status = 429, description = "Too many requests from this device", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(skip_all, fields(device_id = %device.device_id, firmware_id = report.firmware_id))]
+#[tracing::instrument(skip_all, fields(firmware_id = report.firmware_id))]
 async fn report_status(
     State(state): State<AppState>,
     device: DeviceAuth,

@@ -165,7 +165,11 @@ impl FromRequestParts<AppState> for DeviceAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        DeviceAuth::from_headers(&parts.headers, state)?
-            .ok_or_else(|| ApiError::MissingCredentials("a device bearer token is required".into()))
+        let device = DeviceAuth::from_headers(&parts.headers, state)?
+            .ok_or_else(|| ApiError::MissingCredentials("a device bearer token is required".into()))?;
+        // The request span declares the field: every line of this request
+        // names the device, without a span of its own per handler.
+        tracing::Span::current().record("device_id", device.device_id.as_str());
+        Ok(device)
     }
 }

@@ -111,7 +111,13 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        uri = %request.uri().path(),
+                        request_id,
+                        device_id = tracing::field::Empty,
+                    )
                 })
                 .on_response(AccessLine),
         )
