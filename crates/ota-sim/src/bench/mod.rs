@@ -287,8 +287,8 @@ pub async fn publish(addr: SocketAddr, version: &str, bytes: &[u8]) -> anyhow::R
 }
 
 /// Measures ours and the reference in turns, three rounds each (one in a
-/// quick run) splitting the measuring time, and keeps each side's median
-/// round: a neighbour's burst on a shared machine then moves one round,
+/// quick run) splitting the measuring time, each after a full warm-up, and
+/// keeps each side's median round: a neighbour's burst on a shared machine then moves one round,
 /// not the comparison.
 async fn side_by_side(
     ours: (SocketAddr, &Arc<Vec<Vec<u8>>>),
@@ -298,7 +298,7 @@ async fn side_by_side(
 ) -> (LoadResult, LoadResult) {
     let rounds = if options.quick { 1 } else { 3 };
     let measure = options.measure() / rounds;
-    let warmup = options.warmup() / rounds;
+    let warmup = options.warmup();
     let (mut our_rounds, mut reference_rounds) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let (addr, requests) = reference;
