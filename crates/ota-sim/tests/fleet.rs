@@ -26,6 +26,23 @@ async fn start_server() -> (tempfile::TempDir, ServerProcess) {
     (data, server)
 }
 
+/// `ota-sim run --json` with `devices` devices against `url`, signing tokens with `secret`.
+fn run_fleet(url: &str, devices: usize, secret: &str, extra: &[&str]) -> Output {
+    let devices = devices.to_string();
+    let mut args = vec![
+        "run",
+        "--server",
+        url,
+        "--devices",
+        &devices,
+        "--jwt-secret",
+        secret,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    sim(&args)
+}
+
 fn sim(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ota-sim"))
         .args(args)
@@ -52,36 +69,33 @@ async fn a_fleet_with_drops_and_reboots_updates_to_the_end() {
     let id = publish(server.addr, "1.1.0", &bytes).await.unwrap();
     let url = format!("http://{}", server.addr);
 
-    let output = sim(&[
-        "run",
-        "--server",
+    let output = run_fleet(
         &url,
-        "--devices",
-        "200",
-        "--jwt-secret",
+        200,
         JWT_SECRET,
-        "--drop",
-        "3",
-        "--reboot",
-        "15",
-        "--install-fail",
-        "3",
-        "--rollback",
-        "3",
-        "--chunk-size",
-        "16KiB",
-        "--start-spread",
-        "1s",
-        "--boot-time",
-        "100ms",
-        "--install-time",
-        "20ms",
-        "--seed",
-        "7",
-        "--json",
-        "--timeout",
-        "120s",
-    ]);
+        &[
+            "--drop",
+            "3",
+            "--reboot",
+            "15",
+            "--install-fail",
+            "3",
+            "--rollback",
+            "3",
+            "--chunk-size",
+            "16KiB",
+            "--start-spread",
+            "1s",
+            "--boot-time",
+            "100ms",
+            "--install-time",
+            "20ms",
+            "--seed",
+            "7",
+            "--timeout",
+            "120s",
+        ],
+    );
     let report = json_of(&output);
     assert!(
         output.status.success(),
@@ -155,18 +169,7 @@ async fn a_fleet_with_drops_and_reboots_updates_to_the_end() {
 async fn devices_that_the_server_refuses_end_in_error_and_fail_the_run() {
     let (_data, server) = start_server().await;
     let url = format!("http://{}", server.addr);
-    let output = sim(&[
-        "run",
-        "--server",
-        &url,
-        "--devices",
-        "20",
-        "--jwt-secret",
-        "not-the-server-secret-0123456789",
-        "--start-spread",
-        "0s",
-        "--json",
-    ]);
+    let output = run_fleet(&url, 20, "not-the-server-secret-0123456789", &["--start-spread", "0s"]);
     assert_eq!(
         output.status.code(),
         Some(1),
@@ -187,20 +190,7 @@ async fn an_unreachable_server_is_an_error_after_retries() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let output = sim(&[
-        "run",
-        "--server",
-        &url,
-        "--devices",
-        "3",
-        "--jwt-secret",
-        JWT_SECRET,
-        "--start-spread",
-        "0s",
-        "--retries",
-        "1",
-        "--json",
-    ]);
+    let output = run_fleet(&url, 3, JWT_SECRET, &["--start-spread", "0s", "--retries", "1"]);
     assert_eq!(output.status.code(), Some(1));
     let report = json_of(&output);
     assert_eq!(report["errors"], 3, "{report:#}");
