@@ -8,6 +8,7 @@ pub mod names;
 pub mod offer;
 pub mod status;
 pub mod time;
+pub mod units;
 pub mod version;
 pub mod wire;
 

@@ -7,4 +7,4 @@ pub mod fleet;
 pub mod http;
 pub mod stats;
 pub mod token;
-pub mod units;
+pub use ota_core::units;

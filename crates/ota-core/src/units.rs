@@ -1,4 +1,5 @@
-//! Human units on the command line: `64KiB`, `20KB`, `1.5MiB`; `500ms`, `30s`, `2m`, `1h`.
+//! Human units on command lines (`otactl`, `ota-sim`): `64KiB`, `20KB`,
+//! `1.5MiB`; `500ms`, `30s`, `2m`, `1h`, `7d`, `2w`.
 
 use std::time::Duration;
 
@@ -20,7 +21,8 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Parses a duration: a number with `ms`, `s`, `m` or `h` (seconds when bare).
+/// Parses a duration: a number with `ms`, `s`, `m`, `h`, `d` or `w` (seconds
+/// when bare).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = number_and_unit(text).ok_or_else(|| format!("`{text}` is not a duration like 30s"))?;
     let seconds = match unit {
@@ -28,8 +30,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => number,
         "m" | "min" => number * 60.0,
         "h" => number * 3600.0,
-        "d" => number * 86400.0,
-        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m or h)")),
+        "d" => number * 86_400.0,
+        "w" => number * 604_800.0,
+        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m, h, d or w)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is not a valid duration"))
 }
@@ -78,6 +81,8 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("365d"), Ok(Duration::from_secs(365 * 86_400)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("1y").is_err());
     }
