@@ -5,6 +5,7 @@
 //! say precisely which field was refused; responses carry checked values.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -178,6 +179,49 @@ pub struct FirmwarePatch {
     pub build_number: Option<i64>,
 }
 
+/// `POST /api/ota/admin/devices/{device_id}/token`: what the token is for.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceTokenRequest {
+    /// The `device_type` claim: the token may only act on this type's firmware.
+    #[schema(example = "scales_bridge_tab5")]
+    pub device_type: String,
+    /// Lifetime in seconds, from 60 to 315360000 (3650 days); default
+    /// 31536000 (365 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 31536000, minimum = 60, maximum = 315360000)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A newly minted device token. It is shown once: the server keeps no copy.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceToken {
+    /// The JWT, for the device's `Authorization: Bearer` header.
+    pub token: String,
+    pub device_id: String,
+    pub device_type: String,
+    /// The JWT's `alg`, e.g. `HS256`.
+    #[schema(example = "HS256")]
+    pub algorithm: String,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub issued_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Shows everything but the token, so that a logged value leaks nothing.
+impl fmt::Debug for DeviceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceToken")
+            .field("token", &"<redacted>")
+            .field("device_id", &self.device_id)
+            .field("device_type", &self.device_type)
+            .field("algorithm", &self.algorithm)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// A page of a list.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {
@@ -197,4 +241,49 @@ pub struct Problem {
     /// The request field that was refused, when one was.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub field: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minted() -> DeviceToken {
+        let issued_at = DateTime::from_timestamp(1_795_000_000, 0).unwrap();
+        DeviceToken {
+            token: "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl".into(),
+            device_id: "tab5-0001".into(),
+            device_type: "scales_bridge_tab5".into(),
+            algorithm: "HS256".into(),
+            issued_at,
+            expires_at: issued_at + chrono::Duration::days(365),
+        }
+    }
+
+    #[test]
+    fn a_device_token_never_shows_the_token_in_debug_output() {
+        let shown = format!("{:?}", minted());
+
+        assert!(!shown.contains("eyJhbGciOiJIUzI1NiJ9"), "{shown}");
+        assert!(shown.contains("tab5-0001"), "{shown}");
+    }
+
+    #[test]
+    fn a_device_token_round_trips_with_rfc3339_times() {
+        let json = serde_json::to_value(minted()).unwrap();
+
+        assert_eq!(json["issued_at"], "2026-11-18T11:06:40Z");
+        let back: DeviceToken = serde_json::from_value(json).unwrap();
+        assert_eq!(back.expires_at, minted().expires_at);
+    }
+
+    #[test]
+    fn a_token_request_without_a_ttl_leaves_it_to_the_server() {
+        let request: DeviceTokenRequest = serde_json::from_str(r#"{"device_type": "scales_bridge_tab5"}"#).unwrap();
+
+        assert_eq!(request.ttl_seconds, None);
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            serde_json::json!({"device_type": "scales_bridge_tab5"})
+        );
+    }
 }

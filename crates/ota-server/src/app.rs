@@ -20,6 +20,7 @@ use crate::net::IdleTimeoutListener;
 use crate::secrets::{self, SecretKind};
 use crate::state::{self, AppState};
 use crate::store::Store;
+use crate::tokens::DeviceTokenIssuer;
 use crate::{http, telemetry};
 
 pub struct Application {
@@ -51,7 +52,12 @@ impl Application {
             )?),
         };
         let device_tokens = DeviceTokenVerifier::from_settings(&settings, jwt_secret.as_ref())?;
-        tracing::info!(algorithm = ?device_tokens.algorithm(), "device tokens");
+        let device_token_issuer = DeviceTokenIssuer::from_settings(&settings, jwt_secret.as_ref(), &device_tokens)?;
+        tracing::info!(
+            algorithm = ?device_tokens.algorithm(),
+            mints_tokens = device_token_issuer.is_some(),
+            "device tokens"
+        );
 
         let store = match &settings.database_url {
             Some(url) => Store::connect(url).await?,
@@ -81,6 +87,7 @@ impl Application {
             blobs,
             admin_token,
             device_tokens,
+            device_token_issuer,
             links: LinkSigner::new(link_key.expose().as_bytes()),
             metrics: telemetry::metrics_handle(),
             openapi_json,

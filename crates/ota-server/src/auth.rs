@@ -1,6 +1,7 @@
-//! Credentials: device JWTs and the admin token.
+//! Credentials: device JWTs and the admin token. Minting device tokens is
+//! in [`crate::tokens`].
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -79,12 +80,7 @@ impl DeviceTokenVerifier {
 }
 
 fn public_key(configured: &str, pinned: Option<Algorithm>) -> anyhow::Result<(DecodingKey, Algorithm)> {
-    let pem = if configured.trim_start().starts_with("-----BEGIN") {
-        configured.to_owned()
-    } else {
-        std::fs::read_to_string(configured)
-            .with_context(|| format!("reading OTA_DEVICE_JWT_PUBLIC_KEY from {configured}"))?
-    };
+    let pem = read_pem(configured, "OTA_DEVICE_JWT_PUBLIC_KEY", Disclose::Value)?;
     let pem = pem.as_bytes();
     use Algorithm::*;
     let algorithm = match pinned {
@@ -104,6 +100,33 @@ fn public_key(configured: &str, pinned: Option<Algorithm>) -> anyhow::Result<(De
     }
     .with_context(|| format!("OTA_DEVICE_JWT_PUBLIC_KEY is not a {algorithm:?} public key"))?;
     Ok((key, algorithm))
+}
+
+/// Whether an error about a PEM setting may repeat the configured value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disclose {
+    /// Always: the value is public (a public key, or its path).
+    Value,
+    /// Only when it names an existing file: anything else may be mangled
+    /// key material.
+    OnlyAnExistingPath,
+}
+
+/// The PEM text itself (it starts with `-----BEGIN`), or read from the file
+/// the value names.
+pub(crate) fn read_pem(configured: &str, setting: &str, disclose: Disclose) -> anyhow::Result<String> {
+    if configured.trim_start().starts_with("-----BEGIN") {
+        return Ok(configured.to_owned());
+    }
+    std::fs::read_to_string(configured).map_err(|e| {
+        if disclose == Disclose::Value || std::path::Path::new(configured).exists() {
+            anyhow!(e).context(format!("reading {setting} from {configured}"))
+        } else {
+            anyhow!(e).context(format!(
+                "{setting} is neither PEM text (starting with -----BEGIN) nor the path of a readable file"
+            ))
+        }
+    })
 }
 
 /// Compares a presented admin token with the configured one in constant

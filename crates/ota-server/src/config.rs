@@ -155,6 +155,10 @@ settings! {
     /// PEM public key (or a path to one) for RS256/ES256/EdDSA device tokens;
     /// when set, HS256 is not accepted.
     device_jwt_public_key: Option<String> = None,
+    /// PEM private key (or a path to one) matching `device_jwt_public_key`,
+    /// with which the server mints device tokens itself; checked against the
+    /// public key at start.
+    device_jwt_private_key: Option<Secret> = None,
     /// Pins the device token algorithm (HS256, HS384, HS512, RS256, RS384,
     /// RS512, PS256, ES256, ES384, EdDSA); default from the key.
     device_jwt_algorithm: Option<String> = None,
@@ -305,11 +309,16 @@ mod tests {
         let env = env_of(&[
             ("OTA_ADMIN_TOKEN", "super-secret-admin-token"),
             ("OTA_LINK_SIGNING_KEY", "link-key-value"),
+            (
+                "OTA_DEVICE_JWT_PRIVATE_KEY",
+                "-----BEGIN PRIVATE KEY-----\nprivate-key-body",
+            ),
         ]);
         let settings = Settings::load(None, &env).unwrap();
         let shown = format!("{settings:?}");
         assert!(!shown.contains("super-secret-admin-token"));
         assert!(!shown.contains("link-key-value"));
+        assert!(!shown.contains("private-key-body"));
         assert!(shown.contains("<redacted>"));
     }
 
@@ -323,6 +332,7 @@ mod tests {
                 "database_url"
                     | "storage_url"
                     | "device_jwt_public_key"
+                    | "device_jwt_private_key"
                     | "device_jwt_algorithm"
                     | "device_jwt_issuer"
                     | "device_jwt_audience"

@@ -15,6 +15,7 @@ use crate::hot::HotImages;
 use crate::inventory::Inventory;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
+use crate::tokens::DeviceTokenIssuer;
 
 /// How many counted downloads are remembered (about 1 MiB).
 const COUNTED_DOWNLOADS: usize = 65_536;
@@ -31,6 +32,7 @@ struct Inner {
     blobs: Blobs,
     admin_token: Secret,
     device_tokens: DeviceTokenVerifier,
+    device_token_issuer: Option<DeviceTokenIssuer>,
     links: LinkSigner,
     rate_limiter: RateLimiter,
     counted_downloads: CountedDownloads,
@@ -47,6 +49,8 @@ pub struct Parts {
     pub blobs: Blobs,
     pub admin_token: Secret,
     pub device_tokens: DeviceTokenVerifier,
+    /// `None` when this server only verifies device tokens.
+    pub device_token_issuer: Option<DeviceTokenIssuer>,
     pub links: LinkSigner,
     pub metrics: PrometheusHandle,
     pub openapi_json: String,
@@ -65,6 +69,7 @@ impl AppState {
             blobs: parts.blobs,
             admin_token: parts.admin_token,
             device_tokens: parts.device_tokens,
+            device_token_issuer: parts.device_token_issuer,
             links: parts.links,
             rate_limiter,
             counted_downloads: CountedDownloads::new(COUNTED_DOWNLOADS),
@@ -107,6 +112,12 @@ impl AppState {
 
     pub fn device_tokens(&self) -> &DeviceTokenVerifier {
         &self.0.device_tokens
+    }
+
+    /// Mints device tokens; `None` when a public key is configured without
+    /// its private key.
+    pub fn device_token_issuer(&self) -> Option<&DeviceTokenIssuer> {
+        self.0.device_token_issuer.as_ref()
     }
 
     pub fn links(&self) -> &LinkSigner {

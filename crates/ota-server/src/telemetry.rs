@@ -85,4 +85,8 @@ fn describe() {
         "Downloads served from memory (result=memory) and images loaded into memory (result=load)"
     );
     metrics::describe_counter!("ota_status_transitions_total", "OTA log status changes, by new status");
+    metrics::describe_counter!(
+        "ota_device_tokens_issued_total",
+        "Device tokens minted by administrators, by device type"
+    );
 }

@@ -39,7 +39,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     modifiers(&SecuritySchemes),
     tags(
         (name = "device", description = "What devices call"),
-        (name = "admin", description = "Firmware management (admin token)"),
+        (name = "admin", description = "Firmware management and device tokens (admin token)"),
         (name = "ops", description = "Health, readiness, metrics, this document")
     )
 )]

@@ -29,12 +29,24 @@ pub fn router(with_metrics: bool) -> OpenApiRouter<AppState> {
 struct Health {
     /// `ok` or `ready`.
     status: &'static str,
+    /// The server's version.
+    #[schema(example = "0.1.0")]
+    version: &'static str,
+}
+
+impl Health {
+    fn new(status: &'static str) -> Self {
+        Health {
+            status,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
 }
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
+    axum::Json(Health::new("ok"))
 }
 
 /// The database and the firmware storage are reachable.
@@ -56,7 +68,7 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> 
         tracing::warn!(error = format!("{e:#}"), "not ready: storage");
         return Err(ApiError::Unavailable("the firmware storage is not writable".into()));
     }
-    Ok(axum::Json(Health { status: "ready" }))
+    Ok(axum::Json(Health::new("ready")))
 }
 
 /// Prometheus metrics, in the text exposition format.

@@ -6,10 +6,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
-
 fn check_body() -> Value {
     json!({"device_type": DEVICE_TYPE, "current_version": "1.0.0"})
 }

@@ -90,6 +90,28 @@ pub fn sign_claims(claims: Value) -> String {
     .unwrap()
 }
 
+/// The text of a file in `tests/fixtures`.
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(fixture_path(name)).unwrap()
+}
+
+pub fn fixture_path(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The header and the claims of a JWT, read without checking its signature.
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    use base64::Engine;
+    let decode = |part: &str| -> Value {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let mut parts = token.split('.');
+    let header = decode(parts.next().unwrap());
+    let claims = decode(parts.next().unwrap());
+    (header, claims)
+}
+
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -280,6 +302,20 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// `POST /api/ota/admin/devices/{device_id}/token` with the admin token.
+    pub async fn mint_token(&self, device_id: &str, body: Value) -> Response {
+        self.admin_post(&format!("/api/ota/admin/devices/{device_id}/token"), body)
+            .await
+    }
+
+    /// Mints a token for a device of the test type, which must answer 201;
+    /// returns the answer's body.
+    pub async fn minted_token(&self, device_id: &str) -> Value {
+        let response = self.mint_token(device_id, json!({"device_type": DEVICE_TYPE})).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
     }
 
     pub async fn admin_patch(&self, path: &str, body: Value) -> Response {

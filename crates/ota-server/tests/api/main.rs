@@ -5,6 +5,7 @@
 mod admin_firmware;
 mod auth;
 mod check;
+mod devices;
 mod download;
 mod helpers;
 mod idle;

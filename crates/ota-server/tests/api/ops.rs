@@ -15,7 +15,35 @@ async fn healthz_and_readyz_answer_when_all_is_well() {
 
     assert_eq!(health.status(), StatusCode::OK);
     assert_eq!(ready.status(), StatusCode::OK);
-    assert_eq!(ready.json::<Value>().await.unwrap(), json!({"status": "ready"}));
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_name_the_server_version() {
+    let app = spawn_app().await;
+
+    let health: Value = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(health, json!({"status": "ok", "version": version}));
+    assert_eq!(ready, json!({"status": "ready", "version": version}));
 }
 
 #[tokio::test]
@@ -123,6 +151,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("patch", "/api/ota/admin/firmware/{id}"),
     ("delete", "/api/ota/admin/firmware/{id}"),
     ("get", "/api/ota/admin/logs"),
+    ("post", "/api/ota/admin/devices/{device_id}/token"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -159,7 +188,10 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     );
 
     for (method, path) in &documented {
-        let concrete = path.replace("{firmware_id}", "1").replace("{id}", "1");
+        let concrete = path
+            .replace("{firmware_id}", "1")
+            .replace("{id}", "1")
+            .replace("{device_id}", "tab5-0001");
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let response = app
             .client
@@ -194,6 +226,55 @@ async fn every_documented_error_is_a_problem_document() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_minting_device_tokens() {
+    let document: Value = serde_json::from_str(&ota_server::http::openapi().to_json().unwrap()).unwrap();
+
+    let operation = &document["paths"]["/api/ota/admin/devices/{device_id}/token"]["post"];
+    assert_eq!(operation["tags"], json!(["admin"]));
+    assert_eq!(
+        operation["security"],
+        json!([{"admin_token": []}, {"admin_token_header": []}])
+    );
+    assert_eq!(operation["parameters"][0]["name"], "device_id");
+    assert_eq!(
+        operation["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/DeviceTokenRequest"
+    );
+    let mut statuses: Vec<&String> = operation["responses"].as_object().unwrap().keys().collect();
+    statuses.sort();
+    assert_eq!(statuses, ["201", "400", "401", "409", "415", "422"]);
+    let created = &operation["responses"]["201"];
+    assert_eq!(
+        created["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/DeviceToken"
+    );
+    assert!(created["headers"].get("Cache-Control").is_some(), "{created}");
+
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(schemas["DeviceTokenRequest"]["required"], json!(["device_type"]));
+    assert!(schemas["DeviceTokenRequest"]["properties"].get("ttl_seconds").is_some());
+    let mut required: Vec<&str> = schemas["DeviceToken"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    required.sort();
+    assert_eq!(
+        required,
+        [
+            "algorithm",
+            "device_id",
+            "device_type",
+            "expires_at",
+            "issued_at",
+            "token"
+        ]
+    );
+    assert_eq!(schemas["Health"]["required"], json!(["status", "version"]));
 }
 
 #[tokio::test]

@@ -465,3 +465,74 @@ async fn routine_polls_are_logged_at_debug_and_everything_else_at_info() {
         "a routine poll was logged at INFO: {access:?}"
     );
 }
+
+/// Waits until the server's log contains `text`.
+async fn wait_for_log(server: &ServerProcess, text: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let log = server.log();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no {text:?} in the log: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_minted_device_token_is_logged_by_its_jti_and_never_itself() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        data_dir.path(),
+        &[("OTA_ADMIN_TOKEN", ADMIN_TOKEN), ("RUST_LOG", "debug")],
+    );
+
+    let response = reqwest::Client::new()
+        .post(server.url("/api/ota/admin/devices/tab5-0001/token"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"device_type": DEVICE_TYPE}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let minted: Value = response.json().await.unwrap();
+    let token = minted["token"].as_str().unwrap();
+    let jti = jwt_parts(token).1["jti"].as_str().unwrap().to_owned();
+
+    let log = wait_for_log(&server, "device token issued").await;
+    let line: Value = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["message"] == "device token issued")
+        .unwrap();
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["device_id"], "tab5-0001");
+    assert_eq!(line["device_type"], DEVICE_TYPE);
+    assert_eq!(line["jti"], jti.as_str());
+    assert_eq!(line["expires_at"], minted["expires_at"]);
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "the log shows the token");
+}
+
+#[tokio::test]
+async fn a_configured_private_key_never_appears_in_the_log() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let private_pem = fixture("ec_private.pem");
+    let key_body = private_pem.lines().nth(1).unwrap().to_owned();
+
+    let server = ServerProcess::start(
+        data_dir.path(),
+        &[
+            ("OTA_DEVICE_JWT_PUBLIC_KEY", &fixture_path("ec_public.pem")),
+            ("OTA_DEVICE_JWT_PRIVATE_KEY", &private_pem),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    reqwest::get(server.url("/healthz")).await.unwrap();
+
+    let log = wait_for_log(&server, "mints_tokens").await;
+    assert!(!log.contains(&key_body), "the log shows the private key");
+}

@@ -53,6 +53,47 @@ async fn an_upload_with_register_creates_the_record() {
 }
 
 #[tokio::test]
+async fn an_upload_can_register_a_mandatory_build_at_a_small_rollout() {
+    let app = spawn_app().await;
+    let build = Build::stable("1.2.0")
+        .with("is_mandatory", "true")
+        .with("rollout_percentage", "10")
+        .with("register", "true");
+
+    let response = app.upload(DEVICE_TYPE, &build).await;
+
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let firmware = response.json::<Value>().await.unwrap()["firmware"].clone();
+    assert_eq!(firmware["is_mandatory"], true);
+    assert_eq!(firmware["rollout_percentage"], 10);
+}
+
+#[tokio::test]
+async fn an_upload_with_a_rollout_over_100_is_422_and_registers_nothing() {
+    let app = spawn_app().await;
+    for (value, field) in [
+        ("101", "rollout_percentage"),
+        ("ten", "rollout_percentage"),
+        ("maybe", "is_mandatory"),
+    ] {
+        let build = Build::stable("1.2.0").with(field, value).with("register", "true");
+
+        let response = app.upload(DEVICE_TYPE, &build).await;
+
+        let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(problem["field"], field, "{value}");
+    }
+    assert_eq!(
+        app.admin_get("/api/ota/admin/firmware")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["total"],
+        0
+    );
+}
+
+#[tokio::test]
 async fn names_that_could_escape_the_storage_folder_are_422() {
     let app = spawn_app().await;
     let long = "a".repeat(65);

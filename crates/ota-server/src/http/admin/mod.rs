@@ -1,5 +1,6 @@
-//! Firmware management, behind the admin token.
+//! Firmware management and device tokens, behind the admin token.
 
+mod devices;
 mod firmware;
 mod logs;
 mod upload;
@@ -13,6 +14,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(upload::router())
         .merge(firmware::router())
         .merge(logs::router())
+        .merge(devices::router())
 }
 
 /// `limit` and `offset` of a list, checked.

@@ -40,6 +40,11 @@ struct UploadForm {
     release_notes: Option<String>,
     min_version: Option<String>,
     is_stable: Option<bool>,
+    /// With `register`: devices must install it (default false).
+    is_mandatory: Option<bool>,
+    /// With `register`: 0 to 100 (default 100). Give it here rather than
+    /// patching it afterwards, so a new build is never briefly offered to all.
+    rollout_percentage: Option<i64>,
     /// Also create the firmware record (default false).
     register: Option<bool>,
 }
@@ -52,6 +57,8 @@ struct TextFields {
     release_notes: Option<String>,
     min_version: Option<String>,
     is_stable: Option<String>,
+    is_mandatory: Option<String>,
+    rollout_percentage: Option<String>,
     register: Option<String>,
 }
 
@@ -61,7 +68,8 @@ struct TextFields {
 /// temporary name, and renamed to `<device_type>/v<version>.bin` only when
 /// complete: a cut-off upload leaves nothing behind. With `register=true`
 /// the firmware record is created as well (as `POST /api/ota/admin/firmware`
-/// would, with rollout 100 %). A file of a version that is already registered
+/// would; `is_mandatory` and `rollout_percentage` are form fields too, so a
+/// new build can start at a small rollout). A file of a version that is already registered
 /// is never replaced (409).
 #[utoipa::path(
     post,
@@ -111,6 +119,8 @@ async fn upload(
             "release_notes" => &mut text.release_notes,
             "min_version" => &mut text.min_version,
             "is_stable" => &mut text.is_stable,
+            "is_mandatory" => &mut text.is_mandatory,
+            "rollout_percentage" => &mut text.rollout_percentage,
             "register" => &mut text.register,
             _ => {
                 return Err(ApiError::Invalid {
@@ -136,8 +146,8 @@ async fn upload(
             .map(|v| Version::parse(v).map_err(|e| ApiError::invalid("min_version", e)))
             .transpose()?,
         is_stable: parse_bool(text.is_stable.as_deref(), "is_stable")?.unwrap_or(false),
-        is_mandatory: false,
-        rollout: Percent::FULL,
+        is_mandatory: parse_bool(text.is_mandatory.as_deref(), "is_mandatory")?.unwrap_or(false),
+        rollout: parse_rollout(text.rollout_percentage.as_deref())?,
     };
     let file = file.ok_or_else(|| ApiError::invalid("file", "a file is required"))?;
     if file.size == 0 {
@@ -249,6 +259,18 @@ fn parse_bool(value: Option<&str>, field: &'static str) -> ApiResult<Option<bool
         Some("true" | "1" | "yes" | "on") => Ok(Some(true)),
         Some("false" | "0" | "no" | "off") => Ok(Some(false)),
         Some(_) => Err(ApiError::invalid(field, "must be true or false")),
+    }
+}
+
+fn parse_rollout(value: Option<&str>) -> ApiResult<Percent> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(Percent::FULL),
+        Some(digits) => {
+            let n = digits
+                .parse::<i64>()
+                .map_err(|_| ApiError::invalid("rollout_percentage", "must be a whole number from 0 to 100"))?;
+            Percent::parse(n).map_err(|e| ApiError::invalid("rollout_percentage", e))
+        }
     }
 }
 
