@@ -1,0 +1,196 @@
+//! The REST API, as `otactl` calls it: one blocking client, the admin token
+//! on admin requests, and every answer turned into JSON or a [`Failure`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use ota_core::wire::Problem;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use url::Url;
+
+use crate::config::AdminToken;
+use crate::failure::{Failure, Result};
+
+/// A server and, for admin requests, its admin token.
+pub struct Api {
+    http: Client,
+    base: Url,
+    token: Option<AdminToken>,
+    timeout: Duration,
+}
+
+impl Api {
+    pub fn new(base: Url, token: Option<AdminToken>, timeout: Duration, ca_cert: Option<&Path>) -> Result<Self> {
+        let mut builder = Client::builder()
+            .user_agent(concat!("otactl/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeout)
+            // Uploads may take longer than any fixed bound; each other
+            // request sets its own timeout.
+            .timeout(None::<Duration>)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| Failure::usage(format!("cannot read the CA certificate {}: {e}", path.display())))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Failure::usage(format!("{} holds no PEM certificate: {e}", path.display())))?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Failure::failed(format!("cannot set up the HTTP client: {}", chain(&e))))?;
+        let mut base = base;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Ok(Self {
+            http,
+            base,
+            token,
+            timeout,
+        })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// `path` (absolute, as in API.md) under the base URL, which may have a
+    /// path prefix of its own behind a proxy.
+    pub fn url(&self, path: &str) -> Url {
+        self.base
+            .join(path.trim_start_matches('/'))
+            .unwrap_or_else(|_| self.base.clone())
+    }
+
+    /// A request without credentials (health, readiness).
+    pub fn public(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, self.url(path)).timeout(self.timeout)
+    }
+
+    /// A request with the admin token. Without one, a usage error that says
+    /// where a token can come from.
+    pub fn admin(&self, method: Method, path: &str) -> Result<RequestBuilder> {
+        let token = self.token.as_ref().ok_or_else(|| {
+            Failure::usage(
+                "no admin token: pass --admin-token, set OTA_ADMIN_TOKEN, or run `otactl login` \
+                 (a server started with `ota-server serve` keeps it in <data dir>/secrets/admin_token)",
+            )
+        })?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| Failure::usage("the admin token cannot be sent in an HTTP header"))?;
+        value.set_sensitive(true);
+        Ok(self.http.request(method, self.url(path)).header(AUTHORIZATION, value))
+    }
+
+    /// An admin request with the usual timeout.
+    pub fn admin_timed(&self, method: Method, path: &str) -> Result<RequestBuilder> {
+        Ok(self.admin(method, path)?.timeout(self.timeout))
+    }
+
+    /// Sends a request and reads a JSON answer; a refusal is its problem.
+    pub fn send(&self, request: RequestBuilder) -> Result<Value> {
+        let response = request.send().map_err(transport)?;
+        read_json(response)
+    }
+
+    pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
+        self.send(self.admin_timed(Method::GET, path)?.query(query))
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.admin_timed(Method::POST, path)?.json(body))
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.admin_timed(Method::PATCH, path)?.json(body))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Value> {
+        self.send(self.admin_timed(Method::DELETE, path)?)
+    }
+}
+
+/// `text` as one URL path segment, percent-encoded: a device id may hold
+/// `/`, `?`, `#` or `%`.
+pub fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// A 2xx answer's JSON, or the failure the answer describes.
+pub fn read_json(response: Response) -> Result<Value> {
+    let status = response.status();
+    let host = response.url().host_str().unwrap_or("the server").to_owned();
+    let body = response.bytes().map_err(transport)?;
+    if status.is_success() {
+        return serde_json::from_slice(&body).map_err(|_| {
+            Failure::failed(format!(
+                "the server answered {status} but not with JSON (is {host} an OTA server?)"
+            ))
+        });
+    }
+    if let Ok(problem) = serde_json::from_slice::<Problem>(&body) {
+        return Err(Failure::Refused(problem));
+    }
+    if matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    ) {
+        return Err(Failure::Unreachable(format!(
+            "{host} answered {status}: the OTA server behind it does not answer"
+        )));
+    }
+    Err(Failure::Refused(Problem {
+        kind: "about:blank".into(),
+        title: status.canonical_reason().unwrap_or("Error").into(),
+        status: status.as_u16(),
+        detail: format!("{host} answered without a problem document (is it an OTA server?)"),
+        field: None,
+    }))
+}
+
+/// A request that got no answer.
+pub fn transport(error: reqwest::Error) -> Failure {
+    if error.is_timeout() {
+        return Failure::Unreachable(format!("no answer in time ({})", chain(&error)));
+    }
+    Failure::Unreachable(chain(&error))
+}
+
+/// An error with its causes, `: `-separated, as they are the useful part
+/// of a connection error ("Connection refused (os error 111)").
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_segment_cannot_escape_its_place() {
+        assert_eq!(segment("tab5-0001"), "tab5-0001");
+        assert_eq!(segment("aa:bb.cc"), "aa%3Abb%2Ecc");
+        assert_eq!(segment("a/b?c#d%e"), "a%2Fb%3Fc%23d%25e");
+    }
+}

@@ -1,0 +1,133 @@
+//! One module per noun; each command calls the API and prints a table or,
+//! with `--json`, the API's answer.
+
+mod device;
+mod firmware;
+mod login;
+mod logs;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+use url::Url;
+
+use crate::api::Api;
+use crate::cli::{Cli, Command, DeviceCommand, FirmwareCommand, Global};
+use crate::config::{self, AdminToken, ConfigFile};
+use crate::failure::{Failure, Result};
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    let ctx = Ctx { global: cli.global };
+    match cli.command {
+        Command::Firmware(FirmwareCommand::Upload(args)) | Command::Upload(args) => firmware::upload(&ctx, args),
+        Command::Firmware(FirmwareCommand::Register(args)) | Command::Register(args) => firmware::register(&ctx, args),
+        Command::Firmware(FirmwareCommand::List(args)) | Command::List(args) => firmware::list(&ctx, args),
+        Command::Firmware(FirmwareCommand::Show(args)) => firmware::show(&ctx, args.id),
+        Command::Firmware(FirmwareCommand::Promote(args)) => firmware::promote(&ctx, args.id),
+        Command::Firmware(FirmwareCommand::Set(args)) => firmware::set(&ctx, args),
+        Command::Firmware(FirmwareCommand::Deactivate(args)) => firmware::deactivate(&ctx, args.id),
+        Command::Firmware(FirmwareCommand::Activate(args)) => firmware::activate(&ctx, args.id),
+        Command::Logs(args) => logs::logs(&ctx, args),
+        Command::Device(DeviceCommand::Token(args)) => device::token(&ctx, args),
+        Command::Status => status::status(&ctx),
+        Command::Login(args) => login::login(&ctx, args),
+        Command::Logout => login::logout(&ctx),
+        Command::Completions(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "otactl", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+/// The global options, and what they resolve to.
+pub struct Ctx {
+    global: Global,
+}
+
+impl Ctx {
+    pub fn json(&self) -> bool {
+        self.global.json
+    }
+
+    pub fn config_path(&self) -> Option<PathBuf> {
+        self.global.config.clone().or_else(config::default_path)
+    }
+
+    pub fn config_file(&self) -> Result<ConfigFile> {
+        match self.config_path() {
+            Some(path) => ConfigFile::load(&path),
+            None => Ok(ConfigFile::default()),
+        }
+    }
+
+    /// `--server`, `OTA_SERVER`, the config file, then the default.
+    pub fn server(&self, config: &ConfigFile) -> Result<Url> {
+        let text = self
+            .global
+            .server
+            .clone()
+            .or_else(|| config.server.clone())
+            .unwrap_or_else(|| config::DEFAULT_SERVER.to_owned());
+        config::parse_server(&text)
+    }
+
+    /// `--admin-token`, `OTA_ADMIN_TOKEN`, then the config file.
+    pub fn token(&self, config: &ConfigFile) -> Result<Option<AdminToken>> {
+        match &self.global.admin_token {
+            Some(text) => AdminToken::new(text).map(Some),
+            None => Ok(config.admin_token.clone()),
+        }
+    }
+
+    /// A client for the resolved server and token.
+    pub fn api(&self) -> Result<Api> {
+        let config = self.config_file()?;
+        self.api_for(self.server(&config)?, self.token(&config)?)
+    }
+
+    pub fn api_for(&self, server: Url, token: Option<AdminToken>) -> Result<Api> {
+        Api::new(server, token, self.global.timeout, self.global.ca_cert.as_deref())
+    }
+
+    /// The text given to `--admin-token` or `OTA_ADMIN_TOKEN`, if any.
+    pub fn explicit_token(&self) -> Option<&str> {
+        self.global.admin_token.as_deref()
+    }
+
+    pub fn explicit_server(&self) -> Option<&str> {
+        self.global.server.as_deref()
+    }
+}
+
+/// Release notes from `--notes` or `--notes-file` (`-` reads stdin).
+pub fn read_notes(notes: &crate::cli::Notes) -> Result<Option<String>> {
+    if let Some(text) = &notes.notes {
+        return Ok(Some(text.clone()));
+    }
+    let Some(path) = &notes.notes_file else {
+        return Ok(None);
+    };
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Failure::usage(format!("cannot read the notes from stdin: {e}")))?
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("cannot read the notes file {}: {e}", path.display())))?
+    };
+    Ok(Some(text.trim_end().to_owned()))
+}
+
+/// A version argument, checked here so a typo is a usage error before
+/// anything is sent.
+pub fn check_version(flag: &str, text: &str) -> Result<()> {
+    ota_core::Version::parse(text)
+        .map(|_| ())
+        .map_err(|e| Failure::usage(format!("{flag} `{text}`: {e}")))
+}
+
+pub fn check_device_type(text: &str) -> Result<()> {
+    ota_core::DeviceType::parse(text)
+        .map(|_| ())
+        .map_err(|e| Failure::usage(format!("--device-type `{text}`: {e}")))
+}

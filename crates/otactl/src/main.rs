@@ -1,0 +1,5 @@
+//! `otactl`: see `otactl --help`, `docs/cli.md`.
+
+fn main() {
+    std::process::exit(otactl::run());
+}
