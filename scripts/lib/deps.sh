@@ -15,10 +15,14 @@ apt_install() {
   return "$status"
 }
 
-# ensure_tools : installs what is missing of kill (procps) and nginx.
+# ensure_tools : installs what is missing of kill (procps), script
+# (bsdutils: a terminal for otactl's progress bar), openssl (test
+# certificates) and nginx (benchmark reference, TLS proxy in otactl's tests).
 ensure_tools() {
   local need=()
   command -v kill >/dev/null 2>&1 || need+=(procps)
+  command -v script >/dev/null 2>&1 || need+=(bsdutils)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
   [ -x /usr/sbin/nginx ] || need+=(nginx-light)
   if [ ${#need[@]} -gt 0 ]; then
     apt_install "${need[@]}"

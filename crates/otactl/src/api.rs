@@ -36,6 +36,9 @@ impl Api {
                 .map_err(|e| Failure::usage(format!("cannot read the CA certificate {}: {e}", path.display())))?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Failure::usage(format!("{} holds no PEM certificate: {e}", path.display())))?;
+            if certificates.is_empty() {
+                return Err(Failure::usage(format!("{} holds no PEM certificate", path.display())));
+            }
             for certificate in certificates {
                 builder = builder.add_root_certificate(certificate);
             }

@@ -2,154 +2,17 @@
 //! on its own server (random loopback port, fresh data folder) and its own
 //! empty config folder.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
-use assert_cmd::Command;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command as StdCommand, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
 use predicates::prelude::*;
 use serde_json::{Value, json};
-
-const ADMIN_TOKEN: &str = "cli-test-admin-token-5b0e7d21c94f3a68";
-const DEVICE_TYPE: &str = "scales_bridge_tab5";
-
-/// A running `ota-server serve`, stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    data: tempfile::TempDir,
-    /// XDG_CONFIG_HOME for the otactl runs of this test.
-    config_home: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Self {
-        Self::start_with(&[])
-    }
-
-    fn start_with(env: &[(&str, &str)]) -> Self {
-        let bin = PathBuf::from(env!("CARGO_BIN_EXE_otactl")).with_file_name("ota-server");
-        assert!(
-            bin.exists(),
-            "{} is missing: run the suite with `cargo test --workspace` (scripts/test.sh)",
-            bin.display()
-        );
-        let data = tempfile::tempdir().unwrap();
-        let log_path = data.path().join("server.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = StdCommand::new(bin)
-            .arg("serve")
-            .env("OTA_LISTEN", "127.0.0.1:0")
-            .env("OTA_DATA_DIR", data.path())
-            .env("OTA_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("OTA_LOG_FORMAT", "json")
-            .envs(env.iter().copied())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child,
-            url: String::new(),
-            data,
-            config_home: tempfile::tempdir().unwrap(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let listen = text
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .find(|event| event["message"] == "serving")
-                .and_then(|event| event["listen"].as_str().map(str::to_owned));
-            if let Some(listen) = listen {
-                server.url = format!("http://{listen}");
-                return server;
-            }
-            assert!(server.child.try_wait().unwrap().is_none(), "ota-server exited:\n{text}");
-            assert!(Instant::now() < deadline, "ota-server did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `otactl` with this server and the admin token in the environment.
-    fn otactl(&self) -> Command {
-        let mut command = self.bare_otactl();
-        command.env("OTA_SERVER", &self.url).env("OTA_ADMIN_TOKEN", ADMIN_TOKEN);
-        command
-    }
-
-    /// `otactl` with no server or token given, and an empty config folder.
-    fn bare_otactl(&self) -> Command {
-        let mut command = Command::cargo_bin("otactl").unwrap();
-        command
-            .env_remove("OTA_SERVER")
-            .env_remove("OTA_ADMIN_TOKEN")
-            .env_remove("OTACTL_CONFIG")
-            .env_remove("OTA_CA_CERT")
-            .env("XDG_CONFIG_HOME", self.config_home.path())
-            .env("HOME", self.config_home.path())
-            .timeout(Duration::from_secs(60));
-        command
-    }
-
-    fn config_file(&self) -> PathBuf {
-        self.config_home.path().join("otactl").join("config.toml")
-    }
-
-    fn firmware_dir(&self) -> PathBuf {
-        self.data.path().join("firmware")
-    }
-
-    /// The device side, for the logs: a check and status reports.
-    fn device_post(&self, token: &str, path: &str, body: Value) -> Value {
-        let response = reqwest::blocking::Client::new()
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
-        response.json().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A firmware file of `size` bytes.
-fn image(dir: &Path, name: &str, size: usize) -> PathBuf {
-    let path = dir.join(name);
-    let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
-fn sha256_of(path: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-fn json_of(output: &std::process::Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON on stdout ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
-
-fn stdout_of(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Uploads and registers `version`; returns the firmware record.
 fn publish(server: &Server, dir: &Path, version: &str, extra: &[&str]) -> Value {
