@@ -18,12 +18,18 @@ use crate::failure::{Failure, Result};
 pub struct Api {
     http: Client,
     base: Url,
-    token: Option<AdminToken>,
+    /// The admin token, or why there is none.
+    token: std::result::Result<AdminToken, String>,
     timeout: Duration,
 }
 
 impl Api {
-    pub fn new(base: Url, token: Option<AdminToken>, timeout: Duration, ca_cert: Option<&Path>) -> Result<Self> {
+    pub fn new(
+        base: Url,
+        token: std::result::Result<AdminToken, String>,
+        timeout: Duration,
+        ca_cert: Option<&Path>,
+    ) -> Result<Self> {
         let mut builder = Client::builder()
             .user_agent(concat!("otactl/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeout)
@@ -77,14 +83,9 @@ impl Api {
     }
 
     /// A request with the admin token. Without one, a usage error that says
-    /// where a token can come from.
+    /// why there is none.
     pub fn admin(&self, method: Method, path: &str) -> Result<RequestBuilder> {
-        let token = self.token.as_ref().ok_or_else(|| {
-            Failure::usage(
-                "no admin token: pass --admin-token, set OTA_ADMIN_TOKEN, or run `otactl login` \
-                 (a server started with `ota-server serve` keeps it in <data dir>/secrets/admin_token)",
-            )
-        })?;
+        let token = self.token.as_ref().map_err(|reason| Failure::usage(reason.clone()))?;
         let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| Failure::usage("the admin token cannot be sent in an HTTP header"))?;
         value.set_sensitive(true);
@@ -134,6 +135,11 @@ pub fn segment(text: &str) -> String {
 pub fn read_json(response: Response) -> Result<Value> {
     let status = response.status();
     let host = response.url().host_str().unwrap_or("the server").to_owned();
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let body = response.bytes().map_err(transport)?;
     if status.is_success() {
         return serde_json::from_slice(&body).map_err(|_| {
@@ -142,7 +148,13 @@ pub fn read_json(response: Response) -> Result<Value> {
             ))
         });
     }
-    if let Ok(problem) = serde_json::from_slice::<Problem>(&body) {
+    if status.is_redirection() {
+        return Err(Failure::failed(format!(
+            "the server answered {status}, a redirect to {}: use that address as --server",
+            location.as_deref().unwrap_or("nowhere")
+        )));
+    }
+    if let Some(problem) = problem_of(status, &body) {
         return Err(Failure::Refused(problem));
     }
     if matches!(
@@ -160,6 +172,27 @@ pub fn read_json(response: Response) -> Result<Value> {
         detail: format!("{host} answered without a problem document (is it an OTA server?)"),
         field: None,
     }))
+}
+
+/// A problem document, read leniently: RFC 9457 makes every member
+/// optional, and a proxy or firewall in front may send only a title.
+fn problem_of(status: StatusCode, body: &[u8]) -> Option<Problem> {
+    let value: serde_json::Map<String, Value> = serde_json::from_slice(body).ok()?;
+    let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+    if text("title").is_none() && text("detail").is_none() {
+        return None;
+    }
+    Some(Problem {
+        kind: text("type").unwrap_or_else(|| "about:blank".into()),
+        title: text("title").unwrap_or_else(|| status.canonical_reason().unwrap_or("Error").into()),
+        status: value
+            .get("status")
+            .and_then(Value::as_u64)
+            .and_then(|n| u16::try_from(n).ok())
+            .unwrap_or(status.as_u16()),
+        detail: text("detail").unwrap_or_default(),
+        field: text("field"),
+    })
 }
 
 /// A request that got no answer.

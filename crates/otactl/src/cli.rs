@@ -40,9 +40,14 @@ pub struct Global {
         global = true,
         env = "OTA_ADMIN_TOKEN",
         hide_env_values = true,
-        value_name = "TOKEN"
+        value_name = "TOKEN",
+        allow_hyphen_values = true,
+        value_parser = |text: &str| Ok::<_, String>(TokenArg(text.to_owned()))
     )]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<TokenArg>,
+    /// Whether `admin_token` came from OTA_ADMIN_TOKEN rather than the command line.
+    #[arg(skip)]
+    pub admin_token_from_env: bool,
     /// The config file [default: $XDG_CONFIG_HOME/otactl/config.toml]
     #[arg(long, global = true, env = "OTACTL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -50,11 +55,21 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
     /// How long to wait for the server to connect and answer (uploads: to connect)
-    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     pub timeout: std::time::Duration,
     /// A PEM file of CA certificates to trust for https:// servers, beyond the system's
     #[arg(long, global = true, env = "OTA_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+}
+
+/// The admin token as given, redacted in `Debug`; checked when used.
+#[derive(Clone)]
+pub struct TokenArg(pub String);
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenArg(<redacted>)")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,16 +156,20 @@ pub struct UploadArgs {
     pub device_type: String,
     /// Its semantic version, e.g. 1.2.0 (a leading v is accepted)
     #[arg(long, short = 'v')]
-    pub version: Option<String>,
-    /// Its build number; breaks ties between equal versions
-    #[arg(long = "build", value_name = "N")]
+    pub version: String,
+    /// Its build number; breaks ties between equal versions (with --register)
+    #[arg(long = "build", value_name = "N", requires = "register")]
     pub build_number: Option<i64>,
-    #[command(flatten)]
-    pub notes: Notes,
-    /// Only devices at this version or newer are offered it
-    #[arg(long, value_name = "VERSION")]
+    /// Release notes (with --register)
+    #[arg(long, value_name = "TEXT", requires = "register", conflicts_with = "notes_file")]
+    pub notes: Option<String>,
+    /// Release notes from a file, `-` for stdin (with --register)
+    #[arg(long, value_name = "FILE", requires = "register")]
+    pub notes_file: Option<PathBuf>,
+    /// Only devices at this version or newer are offered it (with --register)
+    #[arg(long, value_name = "VERSION", requires = "register")]
     pub min_version: Option<String>,
-    /// Register it as well (otherwise run `otactl firmware register` later)
+    /// Register it as well, once its SHA-256 is checked (otherwise run `otactl firmware register` later)
     #[arg(long)]
     pub register: bool,
     /// Register it as stable (with --register)
@@ -283,7 +302,7 @@ pub struct LogsArgs {
     #[arg(long, short = 'd')]
     pub device_id: Option<String>,
     /// Only this firmware
-    #[arg(long, short = 'f')]
+    #[arg(long)]
     pub firmware_id: Option<i64>,
     /// Only this status: pending, downloading, installing, success or failed
     #[arg(long, short = 's')]
@@ -298,10 +317,10 @@ pub struct LogsArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     pub offset: i64,
     /// Keep watching: print attempts as they start and change, until interrupted
-    #[arg(long, short = 'F', conflicts_with = "offset")]
+    #[arg(long, short = 'f', conflicts_with = "offset")]
     pub follow: bool,
-    /// How often --follow asks the server
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration, requires = "follow")]
+    /// How often --follow asks the server (at least 100ms)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_interval, requires = "follow")]
     pub interval: std::time::Duration,
 }
 
@@ -313,7 +332,7 @@ pub struct TokenArgs {
     #[arg(long, short = 't')]
     pub device_type: String,
     /// How long the token is valid: 60s to 3650d
-    #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = parse_ttl)]
     pub ttl: std::time::Duration,
 }
 
@@ -333,8 +352,30 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    ota_core::units::parse_duration(text)
+/// A duration of at least `min`.
+fn duration_at_least(text: &str, min: std::time::Duration, what: &str) -> Result<std::time::Duration, String> {
+    let duration = ota_core::units::parse_duration(text)?;
+    if duration < min {
+        return Err(format!("{what} must be at least {min:?}"));
+    }
+    Ok(duration)
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    duration_at_least(text, std::time::Duration::from_secs(1), "the timeout")
+}
+
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    duration_at_least(text, std::time::Duration::from_millis(100), "the interval")
+}
+
+/// A device token's lifetime: what the server accepts, 60 s to 3650 days.
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let ttl = duration_at_least(text, std::time::Duration::from_secs(60), "the ttl")?;
+    if ttl > std::time::Duration::from_secs(3650 * 86_400) {
+        return Err("the ttl must be at most 3650d".into());
+    }
+    Ok(ttl)
 }
 
 fn parse_percent(text: &str) -> Result<u8, String> {
@@ -377,7 +418,7 @@ const SET_EXAMPLES: &str = "Examples:
 const LOGS_EXAMPLES: &str = "Examples:
   otactl logs --firmware-id 12 --since 1h
   otactl logs --status failed --since 2026-11-27T00:00:00Z
-  otactl logs --firmware-id 12 --follow";
+  otactl logs --firmware-id 12 -f";
 
 const TOKEN_EXAMPLES: &str = "Examples:
   otactl device token tab5-000042 --device-type scales_bridge_tab5

@@ -16,8 +16,22 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 /// An admin token. It is never printed: not by `Debug`, not in errors.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct AdminToken(String);
+
+impl TryFrom<String> for AdminToken {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        AdminToken::new(&text).map_err(|failure| failure.message().to_owned())
+    }
+}
+
+impl From<AdminToken> for String {
+    fn from(token: AdminToken) -> String {
+        token.0
+    }
+}
 
 impl AdminToken {
     /// A token as typed or read from a file, trimmed; empty is refused.
@@ -72,18 +86,21 @@ impl ConfigFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(Failure::usage(format!("cannot read {}: {e}", path.display()))),
         };
-        warn_if_readable_by_others(path);
         // toml's messages quote the offending line, which may hold the token.
-        toml::from_str(&text).map_err(|e| {
+        let config: Self = toml::from_str(&text).map_err(|e| {
             let line = e
                 .span()
                 .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
             let at = line.map(|line| format!(" at line {line}")).unwrap_or_default();
             Failure::usage(format!(
-                "{} is not a valid otactl config{at} (expected `server = \"…\"` and `admin_token = \"…\"`)",
+                "{} is not a valid otactl config{at} (expected `server = \"…\"` and a non-empty `admin_token = \"…\"`)",
                 path.display()
             ))
-        })
+        })?;
+        if config.admin_token.is_some() {
+            warn_if_readable_by_others(path);
+        }
+        Ok(config)
     }
 
     /// Writes the file with mode 0600 (its folder 0700), atomically: a
@@ -181,6 +198,16 @@ pub fn parse_server(text: &str) -> Result<Url> {
         ));
     }
     Ok(url)
+}
+
+/// Whether two server URLs name the same server (and path prefix).
+pub fn same_server(a: &Url, b: &Url) -> bool {
+    a.as_str().trim_end_matches('/') == b.as_str().trim_end_matches('/')
+}
+
+/// A server URL as a human wrote it, without the trailing `/`.
+pub fn display(url: &Url) -> &str {
+    url.as_str().trim_end_matches('/')
 }
 
 #[cfg(test)]

@@ -27,6 +27,31 @@ impl Failure {
         }
     }
 
+    /// The failure for `--json` output: a refusal is the server's problem
+    /// document; the others are problem documents of otactl's own.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (kind, title, detail) = match self {
+            Failure::Refused(problem) => return serde_json::to_value(problem).unwrap_or_default(),
+            Failure::Usage(detail) => ("usage", "Usage error", detail),
+            Failure::Failed(detail) => ("failed", "Failed", detail),
+            Failure::Unreachable(detail) => ("unreachable", "The server cannot be reached", detail),
+        };
+        serde_json::json!({
+            "type": format!("urn:otactl:{kind}"),
+            "title": title,
+            "detail": detail,
+            "exit_code": self.exit_code(),
+        })
+    }
+
+    /// The message without its `error:` prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Usage(message) | Failure::Failed(message) | Failure::Unreachable(message) => message,
+            Failure::Refused(problem) => &problem.detail,
+        }
+    }
+
     pub fn usage(message: impl Into<String>) -> Self {
         Failure::Usage(message.into())
     }

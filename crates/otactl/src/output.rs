@@ -39,6 +39,13 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The `items` of a page answer; anything else is not the API's answer.
+pub fn items(page: &Value) -> crate::failure::Result<&Vec<Value>> {
+    page["items"].as_array().ok_or_else(|| {
+        crate::failure::Failure::failed("the server's answer has no list of items (is it an OTA server?)")
+    })
+}
+
 /// `key  value` lines, keys aligned.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
@@ -68,10 +75,16 @@ pub fn time(value: &Value) -> String {
 }
 
 /// A string, number or bool field as text; `-` when absent or null.
+/// Control characters (a device's error message may hold any) are shown
+/// as `�`, so no answer can move the cursor or retitle the terminal;
+/// line breaks are kept for multi-line notes.
 pub fn text(value: &Value) -> String {
     match value {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => s
+            .chars()
+            .map(|c| if c.is_control() && c != '\n' { '\u{FFFD}' } else { c })
+            .collect(),
         Value::Bool(true) => "yes".into(),
         Value::Bool(false) => "no".into(),
         other => other.to_string(),
@@ -117,5 +130,10 @@ mod tests {
         assert_eq!(text(&json!(true)), "yes");
         assert_eq!(short(&json!("line one\nline two"), 40), "line one…");
         assert_eq!(short(&json!("abcdef"), 4), "abc…");
+        assert_eq!(
+            text(&json!("bad\u{1b}]0;owned\u{7}\u{1b}[2J")),
+            "bad\u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2J"
+        );
+        assert_eq!(text(&json!("two\nlines\r")), "two\nlines\u{FFFD}");
     }
 }

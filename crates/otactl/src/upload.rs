@@ -31,6 +31,7 @@ pub fn upload(api: &Api, path: &Path, fields: &[(&'static str, String)], progres
     let bar = (progress && std::io::stderr().is_terminal()).then(|| progress_bar(size));
     let reader = HashingReader {
         inner: file,
+        expected: size,
         counted: Arc::clone(&counted),
         bar: bar.clone(),
     };
@@ -53,11 +54,19 @@ pub fn upload(api: &Api, path: &Path, fields: &[(&'static str, String)], progres
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let answer = answer?;
-    let sent = counted
+    let mut counted = counted
         .lock()
-        .map_err(|_| Failure::failed("the upload's hash was lost"))?
-        .finish();
+        .map_err(|_| Failure::failed("the upload's hash was lost"))?;
+    // A file that changed under us breaks the request; say that, not
+    // "cannot be reached".
+    if let Some(change) = counted.changed {
+        return Err(Failure::failed(format!(
+            "{} {change} while it was uploaded ({size} bytes when it started); the server kept nothing",
+            path.display()
+        )));
+    }
+    let answer = answer?;
+    let sent = counted.finish();
     if sent.size != size {
         return Err(Failure::failed(format!(
             "{} changed while it was uploaded ({size} bytes before, {} sent)",
@@ -85,6 +94,11 @@ pub fn hash_file(path: &Path) -> Result<Sent> {
     }
 }
 
+/// A usage error unless `path` is a readable, non-empty file.
+pub fn check_file(path: &Path) -> Result<()> {
+    open_file(path).map(|_| ())
+}
+
 fn open_file(path: &Path) -> Result<(File, u64)> {
     let file = File::open(path).map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
     let meta = file
@@ -104,7 +118,7 @@ fn check_answer(answer: &Value, sent: &Sent) -> Result<()> {
     let hash = answer["file_hash"].as_str().unwrap_or_default();
     if !hash.eq_ignore_ascii_case(&sent.sha256) {
         return Err(Failure::failed(format!(
-            "the server stored a file with SHA-256 {hash}, but the file sent has {}: do not register it",
+            "the server stored a file with SHA-256 {hash}, but the file sent has {}: it was not registered",
             sent.sha256
         )));
     }
@@ -121,6 +135,8 @@ fn check_answer(answer: &Value, sent: &Sent) -> Result<()> {
 struct Counted {
     hasher: Sha256,
     size: u64,
+    /// Set when the file grew or shrank while it was read.
+    changed: Option<&'static str>,
 }
 
 impl Counted {
@@ -137,20 +153,35 @@ impl Counted {
     }
 }
 
-/// Hashes and counts what the HTTP client reads from the file.
-struct HashingReader {
-    inner: File,
+/// Hashes and counts what the HTTP client reads from the file, and fails
+/// the read when the file turns out longer or shorter than announced.
+struct HashingReader<R> {
+    inner: R,
+    expected: u64,
     counted: Arc<Mutex<Counted>>,
     bar: Option<ProgressBar>,
 }
 
-impl Read for HashingReader {
+impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.counted
+        let mut counted = self
+            .counted
             .lock()
-            .map_err(|_| std::io::Error::other("hash state poisoned"))?
-            .add(&buf[..n]);
+            .map_err(|_| std::io::Error::other("hash state poisoned"))?;
+        if n == 0 && counted.size < self.expected {
+            counted.changed = Some("shrank");
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank",
+            ));
+        }
+        if counted.size + n as u64 > self.expected {
+            counted.changed = Some("grew");
+            return Err(std::io::Error::other("the file grew"));
+        }
+        counted.add(&buf[..n]);
+        drop(counted);
         if let Some(bar) = &self.bar {
             bar.inc(n as u64);
         }
@@ -191,6 +222,31 @@ mod tests {
         std::fs::write(dir.path().join("empty.bin"), b"").unwrap();
         assert_eq!(hash_file(&dir.path().join("empty.bin")).unwrap_err().exit_code(), 2);
         assert_eq!(hash_file(dir.path()).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn a_file_that_grows_or_shrinks_while_read_fails_the_read() {
+        for (actual, expected, change) in [(10usize, 20u64, "shrank"), (30, 20, "grew")] {
+            let counted = Arc::new(Mutex::new(Counted::default()));
+            let mut reader = HashingReader {
+                inner: std::io::Cursor::new(vec![7u8; actual]),
+                expected,
+                counted: Arc::clone(&counted),
+                bar: None,
+            };
+            let mut sink = Vec::new();
+            assert!(std::io::copy(&mut reader, &mut sink).is_err(), "{change}");
+            assert_eq!(counted.lock().unwrap().changed, Some(change));
+        }
+        let counted = Arc::new(Mutex::new(Counted::default()));
+        let mut exact = HashingReader {
+            inner: std::io::Cursor::new(vec![7u8; 20]),
+            expected: 20,
+            counted: Arc::clone(&counted),
+            bar: None,
+        };
+        assert_eq!(std::io::copy(&mut exact, &mut Vec::new()).unwrap(), 20);
+        assert_eq!(counted.lock().unwrap().changed, None);
     }
 
     #[test]

@@ -10,9 +10,20 @@ use std::process::{Command as StdCommand, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use assert_cmd::Command;
 use common::*;
 use predicates::prelude::*;
 use serde_json::{Value, json};
+
+/// A loopback URL where nothing listens.
+fn dead_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
 
 /// Uploads and registers `version`; returns the firmware record.
 fn publish(server: &Server, dir: &Path, version: &str, extra: &[&str]) -> Value {
@@ -360,16 +371,6 @@ fn uploads_the_server_refuses_are_exit_code_1_and_leave_nothing() {
         .code(1)
         .stderr(predicate::str::contains("HTTP 413"));
     assert!(!server.firmware_dir().join("scales_bridge_tab5/v3.0.0.bin").exists());
-
-    // No version: the server says which field is missing.
-    server
-        .otactl()
-        .args(["firmware", "upload"])
-        .arg(&other)
-        .args(["-t", DEVICE_TYPE])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("HTTP 422").and(predicate::str::contains("version")));
 }
 
 #[test]
@@ -378,6 +379,8 @@ fn bad_arguments_are_exit_code_2_before_anything_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let file = image(dir.path(), "app.bin", 1_000);
     let file = file.to_str().unwrap();
+    // Nothing listens here: a command that sent anything would end with 3.
+    let dead = dead_url();
 
     for args in [
         vec!["firmware", "set", "1"],
@@ -386,14 +389,60 @@ fn bad_arguments_are_exit_code_2_before_anything_is_sent() {
         vec!["firmware", "upload", file, "-t", DEVICE_TYPE, "-v", "not-a-version"],
         vec!["firmware", "upload", file, "-t", "../etc", "-v", "1.0.0"],
         vec!["firmware", "upload", file, "-t", DEVICE_TYPE, "-v", "1.0.0", "--stable"],
+        vec![
+            "firmware",
+            "upload",
+            file,
+            "-t",
+            DEVICE_TYPE,
+            "-v",
+            "1.0.0",
+            "--build",
+            "4",
+        ],
+        vec![
+            "firmware",
+            "upload",
+            file,
+            "-t",
+            DEVICE_TYPE,
+            "-v",
+            "1.0.0",
+            "--notes",
+            "x",
+        ],
+        vec!["firmware", "upload", file, "-t", DEVICE_TYPE],
+        vec![
+            "firmware",
+            "upload",
+            "/nonexistent.bin",
+            "-t",
+            DEVICE_TYPE,
+            "-v",
+            "1.0.0",
+        ],
+        vec![
+            "firmware",
+            "register",
+            "-t",
+            DEVICE_TYPE,
+            "-v",
+            "1.0.0",
+            "--hash",
+            "xyz",
+        ],
         vec!["firmware", "show", "twelve"],
         vec!["logs", "--status", "exploded"],
         vec!["logs", "--since", "last tuesday"],
         vec!["device", "token", "tab5-1"],
         vec!["device", "token", "tab5-1", "-t", DEVICE_TYPE, "--ttl", "forever"],
+        vec!["device", "token", "tab5-1", "-t", DEVICE_TYPE, "--ttl", "10s"],
+        vec!["device", "token", "tab5-1", "-t", DEVICE_TYPE, "--ttl", "3651d"],
+        vec!["logs", "--follow", "--interval", "0s"],
+        vec!["--timeout", "0s", "status"],
         vec!["frobnicate"],
     ] {
-        let output = server.otactl().args(&args).output().unwrap();
+        let output = server.otactl().env("OTA_SERVER", &dead).args(&args).output().unwrap();
         assert_eq!(
             output.status.code(),
             Some(2),
@@ -436,6 +485,7 @@ fn flags_beat_the_environment_which_beats_the_config_file() {
     server
         .bare_otactl()
         .env("OTA_SERVER", &dead)
+        .env("OTA_ADMIN_TOKEN", ADMIN_TOKEN)
         .args(["firmware", "list"])
         .assert()
         .code(3);
@@ -554,14 +604,20 @@ fn status_shows_health_readiness_and_version() {
 
 #[test]
 fn device_tokens_refused_by_the_server_are_exit_code_1() {
-    let server = Server::start();
+    // A server that verifies tokens with a public key cannot sign them.
+    let public_key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ota-server/tests/fixtures/ec_public.pem"
+    );
+    let server = Server::start_with(&[("OTA_DEVICE_JWT_PUBLIC_KEY", public_key)]);
 
     server
         .otactl()
-        .args(["device", "token", "tab5-1", "-t", DEVICE_TYPE, "--ttl", "10s"])
+        .args(["device", "token", "tab5-1", "-t", DEVICE_TYPE])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("HTTP 422").and(predicate::str::contains("ttl_seconds")));
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains("HTTP 409").and(predicate::str::contains("OTA_DEVICE_JWT_PRIVATE_KEY")));
 }
 
 #[test]
@@ -581,7 +637,7 @@ fn logs_follow_prints_attempts_as_they_move() {
         .args([
             "--json",
             "logs",
-            "--follow",
+            "-f",
             "--interval",
             "100ms",
             "--firmware-id",
@@ -704,7 +760,7 @@ fn uploads_draw_a_progress_bar_on_a_terminal() {
     let terminal = stdout_of(&output);
     assert!(output.status.success(), "{terminal}");
     assert!(
-        terminal.contains("uploading") && terminal.contains("MiB/s") && terminal.contains("ETA"),
+        terminal.contains("uploading") && terminal.contains("B/s") && terminal.contains("ETA"),
         "{terminal}"
     );
     assert!(terminal.contains("the server's hash matches"), "{terminal}");
@@ -741,4 +797,241 @@ fn device_ids_with_url_characters_get_their_own_token() {
         .args(["device", "token", "..", "-t", DEVICE_TYPE])
         .assert()
         .code(2);
+}
+
+#[test]
+fn a_saved_token_is_never_sent_to_another_server() {
+    let server = Server::start();
+    server
+        .bare_otactl()
+        .args(["login", "--server", &server.url])
+        .write_stdin(format!("{ADMIN_TOKEN}\n"))
+        .assert()
+        .success();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let other_url = format!("http://{}", other.local_addr().unwrap());
+
+    for run in [
+        server
+            .bare_otactl()
+            .args(["--server", &other_url, "firmware", "list"])
+            .output()
+            .unwrap(),
+        server
+            .bare_otactl()
+            .env("OTA_SERVER", &other_url)
+            .args(["firmware", "list"])
+            .output()
+            .unwrap(),
+    ] {
+        assert_eq!(run.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains("the saved admin token is for"), "{stderr}");
+    }
+    assert!(other.accept().is_err(), "no connection reached the other server");
+    // The same server, written with a trailing slash, still gets it.
+    server
+        .bare_otactl()
+        .args(["--server", &format!("{}/", server.url), "firmware", "list"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn an_upload_with_a_wrong_token_is_refused_before_the_file_is_sent() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = image(dir.path(), "app.bin", 3_000_000);
+
+    server
+        .otactl()
+        .env("OTA_ADMIN_TOKEN", "wrong-token-for-upload-1234")
+        .args(["firmware", "upload"])
+        .arg(&file)
+        .args(["-t", DEVICE_TYPE, "-v", "1.0.0", "--register"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("Unauthorized (HTTP 401)"));
+    assert!(!server.firmware_dir().join("scales_bridge_tab5").exists());
+}
+
+#[test]
+fn a_hash_the_server_gets_wrong_registers_nothing() {
+    let fake = FakeServer::start(|request| match (request.method.as_str(), request.path.as_str()) {
+        ("GET", _) => (200, r#"{"items": [], "total": 0}"#.to_owned()),
+        ("POST", "/api/ota/admin/upload") => (
+            201,
+            format!(
+                r#"{{"filename": "v1.0.0.bin", "binary_path": "t/v1.0.0.bin", "file_size": 5000, "file_hash": "{}"}}"#,
+                "00".repeat(32)
+            ),
+        ),
+        _ => (500, r#"{"title": "unexpected", "status": 500}"#.to_owned()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = image(dir.path(), "app.bin", 5_000);
+
+    let output = Command::cargo_bin("otactl")
+        .unwrap()
+        .env("OTA_SERVER", &fake.url)
+        .env("OTA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("XDG_CONFIG_HOME", dir.path())
+        .args(["--json", "firmware", "upload"])
+        .arg(&file)
+        .args(["-t", DEVICE_TYPE, "-v", "1.0.0", "--register"])
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("it was not registered"), "{stderr}");
+    let seen = fake.requests();
+    assert!(seen.iter().any(|r| r.path == "/api/ota/admin/upload"), "{seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r.path == "/api/ota/admin/firmware" && r.method == "POST"),
+        "{seen:?}"
+    );
+    assert_eq!(json_of(&output)["type"], "urn:otactl:failed");
+}
+
+#[test]
+fn control_characters_from_devices_never_reach_the_terminal() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let firmware = publish(&server, dir.path(), "1.1.0", &["--stable"]);
+    let token = stdout_of(
+        &server
+            .otactl()
+            .args(["device", "token", "tab5-7", "-t", DEVICE_TYPE])
+            .output()
+            .unwrap(),
+    );
+    let token = token.trim();
+    server.device_post(
+        token,
+        "/api/ota/check",
+        json!({"device_type": DEVICE_TYPE, "current_version": "1.0.0"}),
+    );
+    server.device_post(
+        token,
+        "/api/ota/status",
+        json!({"firmware_id": firmware["id"], "status": "failed", "error_message": "flash\u{1b}]0;owned\u{7}\u{1b}[2J"}),
+    );
+
+    let output = server.otactl().args(["logs"]).output().unwrap();
+
+    assert!(output.status.success());
+    let text = stdout_of(&output);
+    assert!(
+        text.contains("flash") && !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn an_empty_token_variable_counts_as_unset() {
+    let server = Server::start();
+    std::fs::create_dir_all(server.config_file().parent().unwrap()).unwrap();
+    std::fs::write(
+        server.config_file(),
+        format!("server = \"{}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n", server.url),
+    )
+    .unwrap();
+
+    server
+        .bare_otactl()
+        .env("OTA_ADMIN_TOKEN", "")
+        .args(["firmware", "list"])
+        .assert()
+        .success();
+    std::fs::remove_file(server.config_file()).unwrap();
+    server
+        .bare_otactl()
+        .env("OTA_ADMIN_TOKEN", "")
+        .env("OTA_SERVER", &server.url)
+        .arg("status")
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_token_that_starts_with_a_dash_is_taken_and_not_echoed() {
+    let server = Server::start();
+    let token = "--Secret-Looking-Like-A-Flag";
+
+    let output = server
+        .otactl()
+        .args(["--admin-token", token, "firmware", "list"])
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("HTTP 401") && !stderr.contains(token), "{stderr}");
+}
+
+#[test]
+fn json_errors_are_problem_documents_on_stdout() {
+    let server = Server::start();
+
+    let refused = server
+        .otactl()
+        .args(["--json", "firmware", "show", "4242"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let problem = json_of(&refused);
+    assert_eq!(problem["status"], 404);
+    assert!(problem["detail"].as_str().unwrap().contains("4242"));
+
+    let unreachable = server
+        .otactl()
+        .env("OTA_SERVER", dead_url())
+        .args(["--json", "firmware", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(3));
+    assert_eq!(json_of(&unreachable)["type"], "urn:otactl:unreachable");
+    assert_eq!(json_of(&unreachable)["exit_code"], 3);
+}
+
+#[test]
+fn login_prefers_a_piped_token_to_a_stale_environment() {
+    let server = Server::start();
+
+    server
+        .bare_otactl()
+        .env("OTA_ADMIN_TOKEN", "stale-token-from-the-environment")
+        .args(["login", "--server", &server.url])
+        .write_stdin(format!("{ADMIN_TOKEN}\n"))
+        .assert()
+        .success();
+    server.bare_otactl().args(["firmware", "list"]).assert().success();
+}
+
+#[test]
+fn a_firewall_page_or_a_redirect_is_explained() {
+    let fake = FakeServer::start(|request| match request.path.as_str() {
+        "/healthz" => (302, String::new()),
+        _ => (403, r#"{"title": "Forbidden by WAF", "status": 403}"#.to_owned()),
+    });
+
+    Command::cargo_bin("otactl")
+        .unwrap()
+        .env("OTA_SERVER", &fake.url)
+        .env("OTA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .args(["firmware", "list"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("Forbidden by WAF (HTTP 403)"));
+    Command::cargo_bin("otactl")
+        .unwrap()
+        .env("OTA_SERVER", &fake.url)
+        .arg("status")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("redirect"));
 }

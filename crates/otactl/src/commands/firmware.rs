@@ -4,48 +4,73 @@
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, check_device_type, check_version, read_notes};
-use crate::cli::{ListArgs, RegisterArgs, SetArgs, UploadArgs};
+use crate::cli::{ListArgs, Notes, RegisterArgs, SetArgs, UploadArgs};
 use crate::failure::{Failure, Result};
 use crate::output::{self, print_json};
 use crate::upload;
 
+/// Uploads the file, checks that the server stored exactly what was sent,
+/// and only then, with `--register`, registers it with the local hash
+/// (which the server checks again).
 pub fn upload(ctx: &Ctx, args: UploadArgs) -> Result<()> {
     check_device_type(&args.device_type)?;
-    if let Some(version) = &args.version {
-        check_version("--version", version)?;
-    }
+    check_version("--version", &args.version)?;
     if let Some(version) = &args.min_version {
         check_version("--min-version", version)?;
     }
-    let notes = read_notes(&args.notes)?;
+    let notes = read_notes(&Notes {
+        notes: args.notes.clone(),
+        notes_file: args.notes_file.clone(),
+    })?;
+    upload::check_file(&args.file)?;
     let api = ctx.api()?;
+    // A wrong token or path prefix is refused here, before the file is
+    // sent: a server refusing in the middle of a large body only shows up
+    // as a broken connection.
+    api.get("/api/ota/admin/firmware", &[("limit", "1".into())])?;
 
-    let mut fields = vec![("device_type", args.device_type.clone())];
-    let optional = [
+    let fields = [
+        ("device_type", args.device_type.clone()),
         ("version", args.version.clone()),
-        ("build_number", args.build_number.map(|n| n.to_string())),
-        ("release_notes", notes),
-        ("min_version", args.min_version.clone()),
     ];
-    fields.extend(optional.into_iter().filter_map(|(key, value)| value.map(|v| (key, v))));
-    if args.register {
-        fields.push(("register", "true".into()));
-        fields.push(("is_stable", args.stable.to_string()));
-        fields.push(("is_mandatory", args.mandatory.to_string()));
-        fields.push(("rollout_percentage", args.rollout.unwrap_or(100).to_string()));
+    let (mut answer, sent) = upload::upload(&api, &args.file, &fields, !args.no_progress)?;
+    if !ctx.json() {
+        println!(
+            "Uploaded {} ({}, sha256 {}): the server's hash matches.",
+            output::text(&answer["binary_path"]),
+            output::bytes(sent.size as i64),
+            sent.sha256
+        );
     }
-    let (answer, sent) = upload::upload(&api, &args.file, &fields, !args.no_progress)?;
+    if args.register {
+        let registration = Registration {
+            device_type: &args.device_type,
+            version: &args.version,
+            filename: answer["filename"].as_str().unwrap_or_default().to_owned(),
+            file_hash: sent.sha256.clone(),
+            file_size: Some(sent.size),
+            build_number: args.build_number,
+            notes,
+            min_version: args.min_version.clone(),
+            stable: args.stable,
+            mandatory: args.mandatory,
+            rollout: args.rollout,
+        };
+        let firmware = api.post("/api/ota/admin/firmware", &registration.body()).inspect_err(|_| {
+            eprintln!(
+                "The file is uploaded but not registered; once fixed, run: otactl firmware register -t {} -v {} --file {}",
+                args.device_type,
+                args.version,
+                args.file.display()
+            );
+        })?;
+        answer["firmware"] = firmware;
+    }
 
     if ctx.json() {
         print_json(&answer);
         return Ok(());
     }
-    println!(
-        "Uploaded {} ({}, sha256 {}): the server's hash matches.",
-        output::text(&answer["binary_path"]),
-        output::bytes(sent.size as i64),
-        sent.sha256
-    );
     match answer.get("firmware") {
         Some(firmware) => {
             println!(
@@ -62,11 +87,44 @@ pub fn upload(ctx: &Ctx, args: UploadArgs) -> Result<()> {
         None => println!(
             "Not registered yet. Next: otactl firmware register -t {} -v {} --file {}",
             args.device_type,
-            args.version.as_deref().unwrap_or("<version>"),
+            args.version,
             args.file.display()
         ),
     }
     Ok(())
+}
+
+/// The body of `POST /api/ota/admin/firmware`.
+struct Registration<'a> {
+    device_type: &'a str,
+    version: &'a str,
+    filename: String,
+    file_hash: String,
+    file_size: Option<u64>,
+    build_number: Option<i64>,
+    notes: Option<String>,
+    min_version: Option<String>,
+    stable: bool,
+    mandatory: bool,
+    rollout: Option<u8>,
+}
+
+impl Registration<'_> {
+    fn body(&self) -> Value {
+        json!({
+            "device_type": self.device_type,
+            "version": self.version,
+            "build_number": self.build_number,
+            "filename": self.filename,
+            "file_hash": self.file_hash,
+            "file_size": self.file_size,
+            "release_notes": self.notes,
+            "min_version": self.min_version,
+            "is_stable": self.stable,
+            "is_mandatory": self.mandatory,
+            "rollout_percentage": self.rollout.unwrap_or(100),
+        })
+    }
 }
 
 pub fn register(ctx: &Ctx, args: RegisterArgs) -> Result<()> {
@@ -87,21 +145,20 @@ pub fn register(ctx: &Ctx, args: RegisterArgs) -> Result<()> {
         (None, None) => return Err(Failure::usage("give --file or --hash")),
     };
     let version = ota_core::Version::parse(&args.version).map_err(|e| Failure::usage(format!("--version: {e}")))?;
-    let body = json!({
-        "device_type": args.device_type,
-        "version": args.version,
-        "build_number": args.build_number,
-        "filename": args.filename.unwrap_or_else(|| version.file_name()),
-        "file_hash": file_hash,
-        "file_size": file_size,
-        "release_notes": read_notes(&args.notes)?,
-        "min_version": args.min_version,
-        "is_stable": args.stable,
-        "is_mandatory": args.mandatory,
-        "rollout_percentage": args.rollout.unwrap_or(100),
-    });
-    let api = ctx.api()?;
-    let firmware = api.post("/api/ota/admin/firmware", &body)?;
+    let registration = Registration {
+        device_type: &args.device_type,
+        version: &args.version,
+        filename: args.filename.clone().unwrap_or_else(|| version.file_name()),
+        file_hash,
+        file_size,
+        build_number: args.build_number,
+        notes: read_notes(&args.notes)?,
+        min_version: args.min_version.clone(),
+        stable: args.stable,
+        mandatory: args.mandatory,
+        rollout: args.rollout,
+    };
+    let firmware = ctx.api()?.post("/api/ota/admin/firmware", &registration.body())?;
     if ctx.json() {
         print_json(&firmware);
     } else {
@@ -127,7 +184,7 @@ pub fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
         print_json(&page);
         return Ok(());
     }
-    let items = page["items"].as_array().cloned().unwrap_or_default();
+    let items = output::items(&page)?;
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|f| {
@@ -303,6 +360,8 @@ pub fn page_note(page: &Value, offset: i64, shown: usize) {
     let total = page["total"].as_i64().unwrap_or(0);
     if shown == 0 && total == 0 {
         eprintln!("Nothing matches.");
+    } else if shown == 0 {
+        eprintln!("Nothing at offset {offset}: {total} match.");
     } else if offset + (shown as i64) < total {
         eprintln!(
             "Showing {}-{} of {total}; see more with --offset {}.",

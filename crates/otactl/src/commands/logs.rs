@@ -56,7 +56,7 @@ pub fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
         print_json(&page);
         return Ok(());
     }
-    let items = page["items"].as_array().cloned().unwrap_or_default();
+    let items = output::items(&page)?;
     let rows: Vec<Vec<String>> = items.iter().map(row).collect();
     print!("{}", output::table(&HEADERS, &rows));
     page_note(&page, args.offset, items.len());
@@ -89,7 +89,7 @@ fn follow(
             // The first answer decides whether we can follow at all; later
             // a restart or a network blip must not end the watch.
             Err(failure) if first => return Err(failure),
-            Err(failure @ (Failure::Unreachable(_) | Failure::Failed(_))) => {
+            Err(failure) if passing(&failure) => {
                 if !failing {
                     eprintln!("{failure} (retrying every {})", humanize(interval));
                     failing = true;
@@ -99,7 +99,7 @@ fn follow(
             }
             Err(refused) => return Err(refused),
         };
-        let mut items = page["items"].as_array().cloned().unwrap_or_default();
+        let mut items = output::items(&page)?.clone();
         items.reverse();
         if first {
             let skip = items.len().saturating_sub(limit as usize);
@@ -131,6 +131,16 @@ fn follow(
         }
         first = false;
         std::thread::sleep(interval);
+    }
+}
+
+/// A failure that a watch waits out: no answer, an odd answer, a server
+/// that is not ready (5xx) or asks us to slow down (429).
+fn passing(failure: &Failure) -> bool {
+    match failure {
+        Failure::Unreachable(_) | Failure::Failed(_) => true,
+        Failure::Refused(problem) => problem.status >= 500 || problem.status == 429,
+        Failure::Usage(_) => false,
     }
 }
 

@@ -72,33 +72,65 @@ impl Ctx {
         config::parse_server(&text)
     }
 
-    /// `--admin-token`, `OTA_ADMIN_TOKEN`, then the config file.
-    pub fn token(&self, config: &ConfigFile) -> Result<Option<AdminToken>> {
-        match &self.global.admin_token {
-            Some(text) => AdminToken::new(text).map(Some),
-            None => Ok(config.admin_token.clone()),
+    /// `--admin-token`, `OTA_ADMIN_TOKEN` (an empty value counts as unset),
+    /// then the config file's token, but only for the server it was saved
+    /// for: a token must never be sent to another server. `Err` says why
+    /// there is no token; only admin requests need one.
+    pub fn token(&self, config: &ConfigFile, server: &Url) -> Result<AdminToken, String> {
+        if let Some(text) = self.explicit_token() {
+            return AdminToken::new(text).map_err(|failure| failure.message().to_owned());
+        }
+        let Some(saved) = &config.admin_token else {
+            return Err(NO_TOKEN.to_owned());
+        };
+        let saved_for = config::parse_server(config.server.as_deref().unwrap_or(config::DEFAULT_SERVER))
+            .map_err(|failure| failure.message().to_owned())?;
+        if config::same_server(&saved_for, server) {
+            Ok(saved.clone())
+        } else {
+            Err(format!(
+                "the saved admin token is for {}, not {}: pass --admin-token or OTA_ADMIN_TOKEN, \
+                 or run `otactl login --server {}`",
+                config::display(&saved_for),
+                config::display(server),
+                config::display(server)
+            ))
         }
     }
 
     /// A client for the resolved server and token.
     pub fn api(&self) -> Result<Api> {
         let config = self.config_file()?;
-        self.api_for(self.server(&config)?, self.token(&config)?)
+        let server = self.server(&config)?;
+        let token = self.token(&config, &server);
+        self.api_for(server, token)
     }
 
-    pub fn api_for(&self, server: Url, token: Option<AdminToken>) -> Result<Api> {
+    pub fn api_for(&self, server: Url, token: std::result::Result<AdminToken, String>) -> Result<Api> {
         Api::new(server, token, self.global.timeout, self.global.ca_cert.as_deref())
     }
 
-    /// The text given to `--admin-token` or `OTA_ADMIN_TOKEN`, if any.
+    /// The non-empty text given to `--admin-token` or `OTA_ADMIN_TOKEN`.
     pub fn explicit_token(&self) -> Option<&str> {
-        self.global.admin_token.as_deref()
+        self.global
+            .admin_token
+            .as_ref()
+            .map(|token| token.0.as_str())
+            .filter(|text| !text.trim().is_empty())
+    }
+
+    /// Whether the explicit token came from OTA_ADMIN_TOKEN.
+    pub fn token_from_env(&self) -> bool {
+        self.global.admin_token_from_env
     }
 
     pub fn explicit_server(&self) -> Option<&str> {
         self.global.server.as_deref()
     }
 }
+
+const NO_TOKEN: &str = "no admin token: pass --admin-token, set OTA_ADMIN_TOKEN, or run `otactl login` \
+    (a server started with `ota-server serve` keeps it in <data dir>/secrets/admin_token)";
 
 /// Release notes from `--notes` or `--notes-file` (`-` reads stdin).
 pub fn read_notes(notes: &crate::cli::Notes) -> Result<Option<String>> {
