@@ -25,14 +25,22 @@ fn dead_url() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// `otactl firmware upload FILE --device-type DEVICE_TYPE --version VERSION`,
+/// ready for more arguments.
+fn upload_cmd(server: &Server, file: &Path, version: &str) -> Command {
+    let mut command = server.otactl();
+    command
+        .args(["firmware", "upload"])
+        .arg(file)
+        .args(["--device-type", DEVICE_TYPE, "--version", version]);
+    command
+}
+
 /// Uploads and registers `version`; returns the firmware record.
 fn publish(server: &Server, dir: &Path, version: &str, extra: &[&str]) -> Value {
     let file = image(dir, &format!("app-{version}.bin"), 40_000);
-    let output = server
-        .otactl()
-        .args(["--json", "firmware", "upload"])
-        .arg(&file)
-        .args(["--device-type", DEVICE_TYPE, "--version", version, "--register"])
+    let output = upload_cmd(server, &file, version)
+        .args(["--json", "--register"])
         .args(extra)
         .output()
         .unwrap();
@@ -349,11 +357,8 @@ fn uploads_the_server_refuses_are_exit_code_1_and_leave_nothing() {
     // The same version again: 409, and the stored file is untouched.
     let before = std::fs::read(server.firmware_dir().join("scales_bridge_tab5/v1.0.0.bin")).unwrap();
     let other = image(dir.path(), "other.bin", 20_000);
-    server
-        .otactl()
-        .args(["firmware", "upload"])
-        .arg(&other)
-        .args(["-t", DEVICE_TYPE, "-v", "1.0.0", "--register"])
+    upload_cmd(&server, &other, "1.0.0")
+        .args(["--register"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("Conflict (HTTP 409)").and(predicate::str::contains("already registered")));
@@ -362,11 +367,7 @@ fn uploads_the_server_refuses_are_exit_code_1_and_leave_nothing() {
 
     // Over the server's maximum: 413, and no file appears.
     let big = image(dir.path(), "big.bin", 200_000);
-    server
-        .otactl()
-        .args(["firmware", "upload"])
-        .arg(&big)
-        .args(["-t", DEVICE_TYPE, "-v", "3.0.0"])
+    upload_cmd(&server, &big, "3.0.0")
         .assert()
         .code(1)
         .stderr(predicate::str::contains("HTTP 413"));
@@ -565,13 +566,7 @@ fn uploads_draw_no_progress_bar_when_not_on_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let file = image(dir.path(), "app.bin", 2_000_000);
 
-    let output = server
-        .otactl()
-        .args(["firmware", "upload"])
-        .arg(&file)
-        .args(["-t", DEVICE_TYPE, "-v", "1.0.0"])
-        .output()
-        .unwrap();
+    let output = upload_cmd(&server, &file, "1.0.0").output().unwrap();
 
     assert!(output.status.success());
     assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));

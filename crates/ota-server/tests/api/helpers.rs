@@ -285,6 +285,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The JSON of an unauthenticated `GET`.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn admin_get(&self, path: &str) -> Response {
         self.client
             .get(self.url(path))

@@ -22,24 +22,8 @@ async fn healthz_and_readyz_answer_when_all_is_well() {
 async fn healthz_and_readyz_name_the_server_version() {
     let app = spawn_app().await;
 
-    let health: Value = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.get_json("/healthz").await;
+    let ready: Value = app.get_json("/readyz").await;
 
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(health, json!({"status": "ok", "version": version}));
@@ -162,15 +146,7 @@ const CONTRACT: &[(&str, &str)] = &[
 async fn the_openapi_document_lists_exactly_the_routes_served() {
     let app = spawn_app().await;
 
-    let document: Value = app
-        .client
-        .get(app.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document: Value = app.get_json("/api/openapi.json").await;
 
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
     let mut documented: Vec<(String, String)> = Vec::new();
