@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::device::Device;
 use crate::http::Origin;
 use crate::stats::{LatencySummary, Phase, Stats};
-use crate::token::TokenMinter;
+use crate::token::Tokens;
 
 /// How a device downloads, as `esp_https_ota` can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -159,14 +159,14 @@ impl Report {
 }
 
 /// Runs the fleet to the end and returns the summary.
-pub async fn run(config: FleetConfig, minter: &TokenMinter, live: bool) -> Report {
+pub async fn run(config: FleetConfig, tokens: &Tokens, live: bool) -> Report {
     let config = Arc::new(config);
     let stats = Arc::new(Stats::default());
     let started = Instant::now();
     let mut devices = JoinSet::new();
     for index in 0..config.devices {
         let id = config.device_id(index);
-        let token = minter.mint(&id, &config.device_type);
+        let token = tokens.for_device(&id, &config.device_type);
         let seed = config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let device = Device::new(id, token, Arc::clone(&config), Arc::clone(&stats), seed);
         devices.spawn(device.run());

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use ota_sim::bench::{self, BenchOptions, Scenario};
 use ota_sim::fleet::{self, DownloadMode, FleetConfig};
 use ota_sim::http::Origin;
-use ota_sim::token::TokenMinter;
+use ota_sim::token::{self, TokenMinter, Tokens};
 use ota_sim::units::{parse_bytes, parse_duration, parse_percent};
 
 /// A fleet of virtual ESP32s for the OTA server: demos, load tests and
@@ -73,6 +73,14 @@ struct RunArgs {
     /// in ./data/secrets/device_jwt_secret.
     #[arg(long)]
     jwt_secret_file: Option<PathBuf>,
+    /// Have the server mint each device's token with this admin token
+    /// (POST /api/ota/admin/devices/{id}/token) instead of signing them
+    /// with the secret: works with servers that use RS256, ES256 or EdDSA keys.
+    #[arg(long, conflicts_with_all = ["jwt_secret", "jwt_secret_file", "admin_token_file"])]
+    admin_token: Option<String>,
+    /// A file holding the admin token, e.g. data/secrets/admin_token; as --admin-token.
+    #[arg(long, conflicts_with_all = ["jwt_secret", "jwt_secret_file"])]
+    admin_token_file: Option<PathBuf>,
     /// Time between checks; each device waits 0.5–1.5× this.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     check_interval: Duration,
@@ -179,7 +187,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let admin_token = match (&args.admin_token, &args.admin_token_file) {
+        (Some(token), _) => Some(token.trim().to_owned()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the admin token from {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
     let secret = match (&args.jwt_secret, &args.jwt_secret_file) {
+        _ if admin_token.is_some() => String::new(),
         (Some(secret), _) => secret.clone(),
         (None, file) => {
             let path = file
@@ -229,8 +248,24 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         verbose: args.verbose,
     };
-    let minter = TokenMinter::new(secret.as_bytes(), 7 * 24 * 3600);
-    let report = fleet::run(config, &minter, !args.quiet && !args.json).await;
+    const TOKEN_TTL_SECONDS: u64 = 7 * 24 * 3600;
+    let tokens = match admin_token {
+        Some(admin_token) => {
+            let ids = (0..config.devices).map(|index| config.device_id(index));
+            Tokens::Issued(
+                token::issue_all(
+                    &config.origin,
+                    &admin_token,
+                    ids,
+                    &config.device_type,
+                    TOKEN_TTL_SECONDS,
+                )
+                .await?,
+            )
+        }
+        None => Tokens::Signed(TokenMinter::new(secret.as_bytes(), TOKEN_TTL_SECONDS as i64)),
+    };
+    let report = fleet::run(config, &tokens, !args.quiet && !args.json).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

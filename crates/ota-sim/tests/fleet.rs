@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use ota_sim::bench::{JWT_SECRET, ServerProcess, admin, image, publish};
+use ota_sim::bench::{ADMIN_TOKEN, JWT_SECRET, ServerProcess, admin, image, publish};
 use serde_json::Value;
 
 /// The server binary, built by `cargo test --workspace` next to ours.
@@ -163,6 +163,52 @@ async fn a_fleet_with_drops_and_reboots_updates_to_the_end() {
         "{reasons:?}"
     );
     assert_eq!(detail["download_count"].as_u64().unwrap(), 200, "{detail:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_can_use_tokens_the_server_mints() {
+    let (_data, server) = start_server().await;
+    publish(server.addr, "1.1.0", &image(20 * 1024)).await.unwrap();
+    let url = format!("http://{}", server.addr);
+
+    let output = sim(&[
+        "run",
+        "--server",
+        &url,
+        "--devices",
+        "30",
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--start-spread",
+        "0s",
+        "--json",
+    ]);
+
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_of(&output);
+    assert_eq!(report["updated"], 30, "{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
+
+    let refused = sim(&[
+        "run",
+        "--server",
+        &url,
+        "--devices",
+        "3",
+        "--admin-token",
+        "not-the-admin-token-123456",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("did not mint a token") && stderr.contains("401"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
