@@ -179,6 +179,20 @@ pub struct FirmwarePatch {
     pub build_number: Option<i64>,
 }
 
+/// The path of `POST /api/ota/admin/devices/{device_id}/token`, with the
+/// device id percent-encoded as one segment: an id may hold `/`, `?`, `#`
+/// or `%`.
+pub fn device_token_path(device_id: &str) -> String {
+    let segment: String = device_id
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    format!("/api/ota/admin/devices/{segment}/token")
+}
+
 /// `POST /api/ota/admin/devices/{device_id}/token`: what the token is for.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeviceTokenRequest {
@@ -245,6 +259,19 @@ pub struct Problem {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_device_id_is_one_path_segment() {
+        assert_eq!(device_token_path("tab5-0001"), "/api/ota/admin/devices/tab5-0001/token");
+        assert_eq!(
+            device_token_path("aa:bb.cc"),
+            "/api/ota/admin/devices/aa%3Abb%2Ecc/token"
+        );
+        assert_eq!(
+            device_token_path("a/b?c#d%e"),
+            "/api/ota/admin/devices/a%2Fb%3Fc%23d%25e/token"
+        );
+    }
     use super::*;
 
     fn minted() -> DeviceToken {

@@ -79,7 +79,7 @@ pub async fn issue_all(
     let body = serde_json::to_vec(&serde_json::json!({"device_type": device_type, "ttl_seconds": ttl_seconds}))?;
     let mut tokens = HashMap::new();
     for device_id in device_ids {
-        let path = format!("/api/ota/admin/devices/{}/token", path_segment(&device_id));
+        let path = ota_core::wire::device_token_path(&device_id);
         let request = Request {
             method: "POST",
             path: &path,
@@ -101,16 +101,6 @@ pub async fn issue_all(
         tokens.insert(device_id, token.to_owned());
     }
     Ok(tokens)
-}
-
-/// A device id as one percent-encoded URL path segment.
-fn path_segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -120,17 +120,6 @@ impl Api {
     }
 }
 
-/// `text` as one URL path segment, percent-encoded: a device id may hold
-/// `/`, `?`, `#` or `%`.
-pub fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 /// A 2xx answer's JSON, or the failure the answer describes.
 pub fn read_json(response: Response) -> Result<Value> {
     let status = response.status();
@@ -217,16 +206,4 @@ pub fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_path_segment_cannot_escape_its_place() {
-        assert_eq!(segment("tab5-0001"), "tab5-0001");
-        assert_eq!(segment("aa:bb.cc"), "aa%3Abb%2Ecc");
-        assert_eq!(segment("a/b?c#d%e"), "a%2Fb%3Fc%23d%25e");
-    }
 }

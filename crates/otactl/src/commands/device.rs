@@ -19,7 +19,7 @@ pub fn token(ctx: &Ctx, args: TokenArgs) -> Result<()> {
             args.device_id
         )));
     }
-    let path = format!("/api/ota/admin/devices/{}/token", crate::api::segment(&args.device_id));
+    let path = ota_core::wire::device_token_path(&args.device_id);
     let body = json!({"device_type": args.device_type, "ttl_seconds": args.ttl.as_secs()});
     let answer = ctx.api()?.post(&path, &body)?;
     if ctx.json() {
