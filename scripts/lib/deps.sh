@@ -28,3 +28,24 @@ ensure_tools() {
     apt_install "${need[@]}"
   fi
 }
+
+# ensure_esptool : esptool 5 (Espressif's image tool, on PyPI) in a Python
+# venv at target/tools-venv: the reference the ESP image parser is tested
+# against. Installs python3 and its venv module if missing. Exports
+# OTA_ESPTOOL, where crates/ota-core/tests/esptool.rs looks first.
+ensure_esptool() {
+  local venv=target/tools-venv
+  if [ ! -x "$venv/bin/esptool" ]; then
+    local need=()
+    command -v python3 >/dev/null 2>&1 || need+=(python3)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+    if [ ${#need[@]} -gt 0 ]; then
+      apt_install "${need[@]}"
+    fi
+    echo "installing esptool into $venv"
+    # --clear: a venv left without esptool by an interrupted run starts over.
+    python3 -m venv --clear "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'esptool>=5,<6'
+  fi
+  export OTA_ESPTOOL="$PWD/$venv/bin/esptool"
+}

@@ -3,6 +3,7 @@
 //! download links, and the JSON shapes on the wire. Nothing here does I/O, so
 //! every rule is unit-testable.
 
+pub mod esp;
 pub mod link;
 pub mod names;
 pub mod offer;

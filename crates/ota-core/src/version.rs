@@ -1,5 +1,18 @@
-//! Firmware versions: semantic versions, with the leading `v` that ESP-IDF's
-//! `git describe` versions carry accepted and dropped.
+//! Firmware versions: semantic versions, read the way ESP-IDF projects write
+//! them. Besides `MAJOR.MINOR.PATCH[-pre][+build]`:
+//!
+//! - a leading `v` is dropped: `v1.2.3` is `1.2.3`;
+//! - `1` and `1.2` (ESP-IDF's default `PROJECT_VER` is `1`) are `1.0.0` and `1.2.0`;
+//! - `git describe` output, `TAG-N-gHASH[-dirty]`, is N commits *after* TAG,
+//!   so it becomes a pre-release of the next patch: `v1.2.3-4-gabc1234` is
+//!   `1.2.4-dev.4+gabc1234` (after 1.2.3, before 1.2.4; `dev.5` after
+//!   `dev.4`). A pre-release tag keeps its place: `v2.0.0-rc.1-3-gabc1234`
+//!   is `2.0.0-rc.1.dev.3+gabc1234`;
+//! - a `-dirty` suffix becomes build metadata: `v1.2.3-dirty` is `1.2.3+dirty`.
+//!
+//! Devices report the version of their app descriptor, so the same rule
+//! reads a device's `current_version` and an uploaded image's version, and
+//! both agree on which is newer.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -31,9 +44,25 @@ impl Version {
             return Err(error("longer than 64 characters"));
         }
         let trimmed = input.strip_prefix('v').unwrap_or(input);
-        semver::Version::parse(trimmed)
+        if let Some(described) = git_describe(trimmed) {
+            return described.map(Self).map_err(|e| error(&e.to_string()));
+        }
+        if let Some(dirty) = trimmed.strip_suffix("-dirty")
+            && !dirty.contains('+')
+        {
+            return semver::Version::parse(&format!("{dirty}+dirty"))
+                .map(Self)
+                .map_err(|e| error(&e.to_string()));
+        }
+        semver::Version::parse(&pad_short(trimmed))
             .map(Self)
             .map_err(|e| error(&e.to_string()))
+    }
+
+    /// The version in an `esp_app_desc_t`: [`Version::parse`] after trimming
+    /// surrounding white space.
+    pub fn from_app_descriptor(input: &str) -> Result<Self, VersionError> {
+        Self::parse(input.trim())
     }
 
     pub fn is_prerelease(&self) -> bool {
@@ -44,6 +73,70 @@ impl Version {
     pub fn file_name(&self) -> String {
         format!("v{}.bin", self.0)
     }
+}
+
+/// `1` and `1.2` as `1.0.0` and `1.2.0`; anything else as it is.
+fn pad_short(text: &str) -> String {
+    let parts = text.split('.').count();
+    if parts < 3 && is_short_numeric(text) {
+        format!("{text}{}", ".0".repeat(3 - parts))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `1` or `1.2`: digits without leading zeros.
+fn is_short_numeric(text: &str) -> bool {
+    text.split('.').all(|part| {
+        !part.is_empty()
+            && part.len() <= 9
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && (part == "0" || !part.starts_with('0'))
+    })
+}
+
+/// `TAG-N-gHASH[-dirty]`, as `git describe --tags [--dirty]` prints it, read
+/// as N commits after TAG; `None` when the text is not of that form.
+fn git_describe(text: &str) -> Option<Result<semver::Version, semver::Error>> {
+    let (rest, dirty) = match text.strip_suffix("-dirty") {
+        Some(rest) => (rest, true),
+        None => (text, false),
+    };
+    let (rest, hash) = rest.rsplit_once("-g")?;
+    let hash_ok = (4..=40).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    let (tag, commits) = rest.rsplit_once('-')?;
+    let commits_ok = !commits.is_empty()
+        && commits.len() <= 9
+        && commits.bytes().all(|b| b.is_ascii_digit())
+        && !commits.starts_with('0');
+    if !hash_ok || !commits_ok || tag.contains('+') {
+        return None;
+    }
+    let tag = tag.strip_prefix('v').unwrap_or(tag);
+    let mut version = match semver::Version::parse(&pad_short(tag)) {
+        Ok(version) => version,
+        Err(e) => return Some(Err(e)),
+    };
+    let pre = if version.pre.is_empty() {
+        version.patch += 1;
+        format!("dev.{commits}")
+    } else {
+        format!("{}.dev.{commits}", version.pre)
+    };
+    let build = if dirty {
+        format!("g{hash}.dirty")
+    } else {
+        format!("g{hash}")
+    };
+    Some(
+        semver::Prerelease::new(&pre)
+            .and_then(|pre| semver::BuildMetadata::new(&build).map(|build| (pre, build)))
+            .map(|(pre, build)| {
+                version.pre = pre;
+                version.build = build;
+                version
+            }),
+    )
 }
 
 impl PartialEq for Version {
@@ -101,16 +194,48 @@ mod tests {
     }
 
     #[test]
-    fn git_describe_versions_parse_as_prereleases() {
+    fn git_describe_versions_come_after_their_tag() {
         let described = v("v1.2.3-4-gabc1234");
-        assert!(described.is_prerelease());
-        assert!(described < v("1.2.3"));
+        assert_eq!(described.to_string(), "1.2.4-dev.4+gabc1234");
+        assert!(described > v("1.2.3"));
+        assert!(described < v("1.2.4"));
+        assert!(described < v("v1.2.3-5-gdef5678"));
+        assert!(v("v1.2.3-10-gabc1234") > v("v1.2.3-9-gabc1234"));
+        assert_eq!(v("v1.2.3-4-gabc1234-dirty").to_string(), "1.2.4-dev.4+gabc1234.dirty");
+        let candidate = v("v2.0.0-rc.1-3-g0123abcd");
+        assert_eq!(candidate.to_string(), "2.0.0-rc.1.dev.3+g0123abcd");
+        assert!(candidate > v("2.0.0-rc.1") && candidate < v("2.0.0-rc.2") && candidate < v("2.0.0"));
+    }
+
+    #[test]
+    fn dirty_and_short_versions_are_read_sensibly() {
+        assert_eq!(v("v1.2.3-dirty").to_string(), "1.2.3+dirty");
+        assert_eq!(v("v1.2.3-dirty"), v("1.2.3"));
+        assert_eq!(v("1").to_string(), "1.0.0");
+        assert_eq!(v("v1.2").to_string(), "1.2.0");
+        assert_eq!(v("v1.2-4-gabc1234").to_string(), "1.2.1-dev.4+gabc1234");
+        assert_eq!(Version::from_app_descriptor(" v5.5.1 \n").unwrap().to_string(), "5.5.1");
+        // Not git describe: a semver pre-release stays one.
+        assert!(v("1.2.3-4-beta").is_prerelease());
+        assert!(v("1.2.3-4-beta") < v("1.2.3"));
     }
 
     #[test]
     fn malformed_versions_are_refused() {
         for bad in [
-            "", "1", "1.2", "1.2.3.4", "x1.2.3", "1.2.3 ", "../1.2.3", "1.2.3/..", "01.2.3",
+            "",
+            "1.2.3.4",
+            "x1.2.3",
+            "1.2.3 ",
+            "../1.2.3",
+            "1.2.3/..",
+            "01.2.3",
+            "01",
+            "1.",
+            ".1",
+            "1..2",
+            "vx-4-gabc1234",
+            "1.2.x-4-gabc1234",
         ] {
             assert!(Version::parse(bad).is_err(), "{bad:?} was accepted");
         }

@@ -1,0 +1,847 @@
+//! The incremental image parser: a state machine fed bytes in any chunks.
+//!
+//! Each stage waits for a fixed number of bytes (header, segment header,
+//! checksum, hash) or skips a known number (segment data, padding), so where a
+//! chunk ends never changes the answer. The SHA-256 of the file runs along:
+//! cloned at the checksum it is the validation hash, continued to the
+//! signature sector it is the digest the signature covers. State is a few
+//! hundred bytes, plus the 4 KiB signature sector when there is one.
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    APP_DESC_LEN, APP_DESC_MAGIC, APP_DESC_OFFSET, AppDescriptor, CHECKSUM_SEED, ChipRevision, EspImage, FlashMode,
+    HEADER_LEN, IMAGE_MAGIC, ImageHeader, MAX_SEGMENTS, SIG_BLOCK_LEN, SIG_BLOCK_MAGIC, SIG_SECTOR_LEN, Segment,
+    Signature, SignatureScheme, crc32,
+};
+
+/// A segment this long or longer is corrupt (the bootloader's own limit).
+const MAX_SEGMENT_LEN: u32 = 16 * 1024 * 1024;
+/// Where the CRC32 sits in a signature block; it covers the bytes before it.
+const SIG_CRC_OFFSET: usize = 1196;
+/// At most three signature blocks fit in the sector.
+const MAX_SIG_BLOCKS: usize = 3;
+
+/// Why a file is not a valid app image. Every message says what and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("not an ESP app image: the first byte is 0x{found:02X}, not 0xE9{hint}")]
+    BadMagic { found: u8, hint: &'static str },
+    #[error("the header declares {count} segments; an app image has 1 to {MAX_SEGMENTS}")]
+    SegmentCount { count: u8 },
+    #[error("the header's hash_appended byte is {found}; it must be 0 or 1")]
+    HashAppendedFlag { found: u8 },
+    #[error("segment {index} at offset {offset} declares {len} bytes, {reason}")]
+    SegmentLength {
+        index: usize,
+        offset: u64,
+        len: u32,
+        reason: &'static str,
+    },
+    #[error("the file ends after {len} bytes, inside {inside}: it is cut off")]
+    Truncated { len: u64, inside: String },
+    #[error(
+        "checksum mismatch at offset {offset}: the image says 0x{stored:02X}, its segments give 0x{computed:02X} (corrupted data)"
+    )]
+    Checksum { offset: u64, stored: u8, computed: u8 },
+    #[error(
+        "SHA-256 mismatch at offset {offset}: the appended hash is {stored}, the image's is {computed} (corrupted data)"
+    )]
+    Hash {
+        offset: u64,
+        stored: String,
+        computed: String,
+    },
+    #[error("no esp_app_desc_t at offset 0x20 (found 0x{found:08X}, expected 0xABCD5432){hint}")]
+    NoAppDescriptor { found: u32, hint: &'static str },
+    #[error("the image is too short to hold esp_app_desc_t at offset 0x20 ({len} bytes)")]
+    AppDescriptorCut { len: u64 },
+    #[error("the Secure Boot signature sector at offset {offset}: {reason}")]
+    Signature { offset: u64, reason: String },
+    #[error(
+        "{len} bytes follow the image from offset {offset} that are neither 0xFF padding nor a Secure Boot v2 signature sector (first non-0xFF byte at {first_odd})"
+    )]
+    TrailingData { offset: u64, len: u64, first_odd: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Header,
+    SegmentHeader {
+        index: usize,
+    },
+    SegmentData {
+        index: usize,
+        remaining: u32,
+    },
+    Padding {
+        remaining: u8,
+    },
+    Checksum,
+    Hash,
+    /// After the image: padding, perhaps a signature sector.
+    Trailer,
+}
+
+/// Reads an app image fed in chunks: [`feed`](Self::feed) every byte in
+/// order, then [`finish`](Self::finish).
+#[derive(Debug, Clone)]
+pub struct ImageParser {
+    stage: Stage,
+    /// Bytes fed so far.
+    pos: u64,
+    /// The bytes of the stage's fixed-size item (header, segment header, hash).
+    pending: [u8; 32],
+    pending_len: usize,
+    header: Option<ImageHeader>,
+    segments: Vec<Segment>,
+    checksum: u8,
+    stored_checksum: u8,
+    sha: Sha256,
+    /// SHA-256 stops here: the signature sector's offset, once known.
+    sha_limit: u64,
+    /// SHA-256 of the image up to its checksum, when a hash is appended.
+    expected_hash: Option<[u8; 32]>,
+    validation_hash: Option<[u8; 32]>,
+    image_len: u64,
+    desc: Vec<u8>,
+    app: Option<AppDescriptor>,
+    /// Where the first byte of the trailer that is not 0xFF is, outside the
+    /// signature sector: [before the sector, after it].
+    odd_before_sector: Option<u64>,
+    odd_after_sector: Option<u64>,
+    sector: Vec<u8>,
+    error: Option<ImageError>,
+}
+
+impl Default for ImageParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ImageParser {
+    pub fn new() -> Self {
+        ImageParser {
+            stage: Stage::Header,
+            pos: 0,
+            pending: [0; 32],
+            pending_len: 0,
+            header: None,
+            segments: Vec::new(),
+            checksum: CHECKSUM_SEED,
+            stored_checksum: 0,
+            sha: Sha256::new(),
+            sha_limit: u64::MAX,
+            expected_hash: None,
+            validation_hash: None,
+            image_len: 0,
+            desc: Vec::with_capacity(APP_DESC_LEN),
+            app: None,
+            odd_before_sector: None,
+            odd_after_sector: None,
+            sector: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0
+    }
+
+    /// The first error found so far: a caller may stop feeding early.
+    pub fn error(&self) -> Option<&ImageError> {
+        self.error.as_ref()
+    }
+
+    /// Feeds the next bytes of the file.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.error.is_some() {
+                self.pos += bytes.len() as u64;
+                return;
+            }
+            let take = self.wanted().min(bytes.len() as u64) as usize;
+            let (step, rest) = bytes.split_at(take.max(1).min(bytes.len()));
+            self.absorb(step);
+            self.advance(step);
+            bytes = rest;
+        }
+    }
+
+    /// How many bytes the current stage can take at most.
+    fn wanted(&self) -> u64 {
+        match self.stage {
+            Stage::Header => (HEADER_LEN - self.pending_len) as u64,
+            Stage::SegmentHeader { .. } => (8 - self.pending_len) as u64,
+            Stage::SegmentData { remaining, .. } => u64::from(remaining),
+            Stage::Padding { remaining } => u64::from(remaining),
+            Stage::Checksum => 1,
+            Stage::Hash => (32 - self.pending_len) as u64,
+            Stage::Trailer => u64::MAX,
+        }
+    }
+
+    /// What every byte goes through: the running SHA-256 and the capture of
+    /// the app descriptor.
+    fn absorb(&mut self, step: &[u8]) {
+        let start = self.pos;
+        let end = start + step.len() as u64;
+        if start < self.sha_limit {
+            let upto = (self.sha_limit.min(end) - start) as usize;
+            self.sha.update(&step[..upto]);
+        }
+        let (desc_start, desc_end) = (APP_DESC_OFFSET as u64, (APP_DESC_OFFSET + APP_DESC_LEN) as u64);
+        if start < desc_end && end > desc_start {
+            let from = desc_start.max(start);
+            let to = desc_end.min(end);
+            self.desc
+                .extend_from_slice(&step[(from - start) as usize..(to - start) as usize]);
+            if self.desc.len() == APP_DESC_LEN {
+                match read_app_descriptor(&self.desc) {
+                    Ok(app) => self.app = Some(app),
+                    Err(e) => self.fail(e),
+                }
+            }
+        }
+        self.pos = end;
+    }
+
+    fn fail(&mut self, error: ImageError) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    fn collect(&mut self, step: &[u8]) {
+        self.pending[self.pending_len..self.pending_len + step.len()].copy_from_slice(step);
+        self.pending_len += step.len();
+    }
+
+    /// Moves the state machine over `step`, already absorbed.
+    fn advance(&mut self, step: &[u8]) {
+        match self.stage {
+            Stage::Header => {
+                self.collect(step);
+                if self.pending_len == HEADER_LEN {
+                    self.pending_len = 0;
+                    let bytes = self.pending;
+                    match read_header(&bytes[..HEADER_LEN]) {
+                        Ok(header) => {
+                            self.header = Some(header);
+                            self.stage = Stage::SegmentHeader { index: 0 };
+                        }
+                        Err(e) => self.fail(e),
+                    }
+                }
+            }
+            Stage::SegmentHeader { index } => {
+                self.collect(step);
+                if self.pending_len == 8 {
+                    self.pending_len = 0;
+                    let load_addr = u32_at(&self.pending, 0);
+                    let len = u32_at(&self.pending, 4);
+                    let offset = self.pos - 8;
+                    let reason = if !len.is_multiple_of(4) {
+                        Some("not a multiple of 4")
+                    } else if len >= MAX_SEGMENT_LEN {
+                        Some("16 MiB or more")
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = reason {
+                        return self.fail(ImageError::SegmentLength {
+                            index,
+                            offset,
+                            len,
+                            reason,
+                        });
+                    }
+                    self.segments.push(Segment {
+                        load_addr,
+                        len,
+                        file_offset: self.pos,
+                    });
+                    self.stage = Stage::SegmentData { index, remaining: len };
+                    if len == 0 {
+                        self.end_segment(index);
+                    }
+                }
+            }
+            Stage::SegmentData { index, remaining } => {
+                self.checksum = step.iter().fold(self.checksum, |sum, b| sum ^ b);
+                let remaining = remaining - step.len() as u32;
+                self.stage = Stage::SegmentData { index, remaining };
+                if remaining == 0 {
+                    self.end_segment(index);
+                }
+            }
+            Stage::Padding { remaining } => {
+                let remaining = remaining - step.len() as u8;
+                self.stage = if remaining == 0 {
+                    Stage::Checksum
+                } else {
+                    Stage::Padding { remaining }
+                };
+            }
+            Stage::Checksum => {
+                let stored = step[0];
+                if stored != self.checksum {
+                    return self.fail(ImageError::Checksum {
+                        offset: self.pos - 1,
+                        stored,
+                        computed: self.checksum,
+                    });
+                }
+                self.stored_checksum = stored;
+                if self.header.as_ref().is_some_and(|h| h.hash_appended) {
+                    self.expected_hash = Some(self.sha.clone().finalize().into());
+                    self.stage = Stage::Hash;
+                } else {
+                    self.end_image();
+                }
+            }
+            Stage::Hash => {
+                self.collect(step);
+                if self.pending_len == 32 {
+                    self.pending_len = 0;
+                    let stored = self.pending;
+                    let computed = self.expected_hash.unwrap_or_default();
+                    if stored != computed {
+                        return self.fail(ImageError::Hash {
+                            offset: self.pos - 32,
+                            stored: hex::encode(stored),
+                            computed: hex::encode(computed),
+                        });
+                    }
+                    self.validation_hash = Some(stored);
+                    self.end_image();
+                }
+            }
+            Stage::Trailer => self.trailer(step),
+        }
+    }
+
+    fn end_segment(&mut self, index: usize) {
+        let count = self.header.as_ref().map_or(0, |h| usize::from(h.segment_count));
+        if index + 1 < count {
+            self.stage = Stage::SegmentHeader { index: index + 1 };
+        } else {
+            // Zero padding so that the checksum is the last byte of a 16-byte block.
+            let padding = 15 - (self.pos % 16) as u8;
+            self.stage = if padding == 0 {
+                Stage::Checksum
+            } else {
+                Stage::Padding { remaining: padding }
+            };
+        }
+    }
+
+    fn end_image(&mut self) {
+        self.image_len = self.pos;
+        self.sha_limit = self.pos.next_multiple_of(SIG_SECTOR_LEN as u64);
+        self.stage = Stage::Trailer;
+    }
+
+    fn trailer(&mut self, step: &[u8]) {
+        let start = self.pos - step.len() as u64;
+        let sector_start = self.sha_limit;
+        let sector_end = sector_start + SIG_SECTOR_LEN as u64;
+        for (i, byte) in step.iter().enumerate() {
+            let at = start + i as u64;
+            if at < sector_start {
+                if *byte != 0xFF && self.odd_before_sector.is_none() {
+                    self.odd_before_sector = Some(at);
+                }
+            } else if at < sector_end {
+                // The loop ends below once the sector is full.
+                let upto = ((sector_end - at) as usize).min(step.len() - i);
+                self.sector.extend_from_slice(&step[i..i + upto]);
+                if let Some(odd) = step[i + upto..].iter().position(|b| *b != 0xFF)
+                    && self.odd_after_sector.is_none()
+                {
+                    self.odd_after_sector = Some(at + (upto + odd) as u64);
+                }
+                return;
+            } else {
+                if let Some(odd) = step[i..].iter().position(|b| *b != 0xFF)
+                    && self.odd_after_sector.is_none()
+                {
+                    self.odd_after_sector = Some(at + odd as u64);
+                }
+                return;
+            }
+        }
+    }
+
+    /// The image, once every byte has been fed.
+    pub fn finish(mut self) -> Result<EspImage, ImageError> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        if self.stage != Stage::Trailer {
+            return Err(self.truncated());
+        }
+        let Some(app) = self.app.take() else {
+            return Err(ImageError::AppDescriptorCut { len: self.image_len });
+        };
+        let signature = self.signature()?;
+        let header = self.header.take().ok_or_else(|| self.truncated())?;
+        Ok(EspImage {
+            header,
+            segments: self.segments,
+            checksum: self.stored_checksum,
+            validation_hash: self.validation_hash.map(hex::encode),
+            image_len: self.image_len,
+            file_len: self.pos,
+            app,
+            signature,
+        })
+    }
+
+    fn truncated(&self) -> ImageError {
+        let count = self.header.as_ref().map_or(0, |h| h.segment_count);
+        let inside = match self.stage {
+            Stage::Header => format!("the {HEADER_LEN}-byte header"),
+            Stage::SegmentHeader { index } => format!("the header of segment {index} (of {count})"),
+            Stage::SegmentData { index, remaining } => format!(
+                "segment {index} (of {count}), {remaining} bytes short of its declared {}",
+                self.segments.last().map_or(0, |s| s.len)
+            ),
+            Stage::Padding { .. } | Stage::Checksum => "the padding before the checksum byte".to_owned(),
+            Stage::Hash => "the appended SHA-256".to_owned(),
+            Stage::Trailer => "the image".to_owned(),
+        };
+        ImageError::Truncated { len: self.pos, inside }
+    }
+
+    /// Whatever follows the image: nothing, 0xFF padding, or a signature sector.
+    fn signature(&self) -> Result<Option<super::Signature>, ImageError> {
+        let trailer_len = self.pos - self.image_len;
+        if trailer_len == 0 {
+            return Ok(None);
+        }
+        let offset = self.sha_limit;
+        let odd = |first: Option<u64>| -> Result<(), ImageError> {
+            match first {
+                Some(first_odd) => Err(ImageError::TrailingData {
+                    offset: self.image_len,
+                    len: trailer_len,
+                    first_odd,
+                }),
+                None => Ok(()),
+            }
+        };
+        if self.sector.first() != Some(&SIG_BLOCK_MAGIC) {
+            // Not signed: only erased-flash padding may follow.
+            let in_sector = self.sector.iter().position(|b| *b != 0xFF).map(|i| offset + i as u64);
+            odd(self.odd_before_sector.or(in_sector).or(self.odd_after_sector))?;
+            return Ok(None);
+        }
+        if self.sector.len() < SIG_SECTOR_LEN {
+            return Err(ImageError::Truncated {
+                len: self.pos,
+                inside: format!("the Secure Boot signature sector at offset {offset}"),
+            });
+        }
+        let problem = |reason: String| ImageError::Signature { offset, reason };
+        let digest: [u8; 32] = self.sha.clone().finalize().into();
+        let mut scheme = None;
+        let mut blocks = 0u8;
+        for index in 0..MAX_SIG_BLOCKS {
+            let block = &self.sector[index * SIG_BLOCK_LEN..(index + 1) * SIG_BLOCK_LEN];
+            if block[0] != SIG_BLOCK_MAGIC {
+                break;
+            }
+            let stored_crc = u32_at(block, SIG_CRC_OFFSET);
+            let crc = crc32(&block[..SIG_CRC_OFFSET]);
+            if stored_crc != crc {
+                return Err(problem(format!(
+                    "block {index}'s CRC32 is 0x{stored_crc:08X}, its bytes give 0x{crc:08X}"
+                )));
+            }
+            let block_scheme = match block[1] {
+                2 => SignatureScheme::SecureBootV2Rsa,
+                3 => SignatureScheme::SecureBootV2Ecdsa,
+                other => {
+                    return Err(problem(format!(
+                        "block {index} has version {other}; Secure Boot v2 blocks are version 2 (RSA) or 3 (ECDSA)"
+                    )));
+                }
+            };
+            if block[4..36] != digest {
+                return Err(problem(format!(
+                    "block {index} signs the digest {}, but the image before the sector hashes to {} (the image was changed after signing)",
+                    hex::encode(&block[4..36]),
+                    hex::encode(digest)
+                )));
+            }
+            scheme.get_or_insert(block_scheme);
+            blocks += 1;
+        }
+        odd(self.odd_after_sector)?;
+        Ok(scheme.map(|scheme| Signature { scheme, blocks, offset }))
+    }
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+const FLASH_SIZES: [&str; 8] = ["1MB", "2MB", "4MB", "8MB", "16MB", "32MB", "64MB", "128MB"];
+
+fn read_header(bytes: &[u8]) -> Result<ImageHeader, ImageError> {
+    if bytes[0] != IMAGE_MAGIC {
+        let hint = match bytes[..2] {
+            [0xAA, 0x50] => " (this is a partition table)",
+            [0xFF, _] => " (it starts with erased flash: a merged flash image or a flash dump?)",
+            [b'P', b'K'] => " (this is a ZIP archive)",
+            [0x7F, b'E'] => " (this is an ELF file: convert it with esptool elf2image, or upload the build's .bin)",
+            _ => "",
+        };
+        return Err(ImageError::BadMagic { found: bytes[0], hint });
+    }
+    let segment_count = bytes[1];
+    if segment_count == 0 || usize::from(segment_count) > MAX_SEGMENTS {
+        return Err(ImageError::SegmentCount { count: segment_count });
+    }
+    let hash_appended = match bytes[23] {
+        0 => false,
+        1 => true,
+        found => return Err(ImageError::HashAppendedFlag { found }),
+    };
+    let chip_id = u16_at(bytes, 12);
+    let max_rev = u16_at(bytes, 17);
+    Ok(ImageHeader {
+        chip: super::Chip::from_id(chip_id).name().to_owned(),
+        chip_id,
+        segment_count,
+        flash_mode: FlashMode::from_byte(bytes[2]),
+        flash_size: FLASH_SIZES
+            .get(usize::from(bytes[3] >> 4))
+            .map_or_else(|| format!("unknown (0x{:X})", bytes[3] >> 4), |s| (*s).to_owned()),
+        flash_freq_code: bytes[3] & 0x0F,
+        entry_addr: u32_at(bytes, 4),
+        min_chip_revision: ChipRevision::from_full(u16_at(bytes, 15)),
+        max_chip_revision: (max_rev != 0 && max_rev != 0xFFFF).then_some(ChipRevision::from_full(max_rev)),
+        min_chip_revision_legacy: bytes[14],
+        hash_appended,
+    })
+}
+
+/// A NUL-padded C string field, as text (invalid UTF-8 replaced).
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn read_app_descriptor(desc: &[u8]) -> Result<AppDescriptor, ImageError> {
+    let magic = u32_at(desc, 0);
+    if magic != APP_DESC_MAGIC {
+        let hint = if desc[0] == 0x50 {
+            " (this looks like a bootloader image: upload the app binary, not bootloader.bin)"
+        } else {
+            " (not an ESP-IDF application, or built without its app descriptor)"
+        };
+        return Err(ImageError::NoAppDescriptor { found: magic, hint });
+    }
+    let mmu_log2 = desc[180];
+    Ok(AppDescriptor {
+        secure_version: u32_at(desc, 4),
+        version: c_string(&desc[16..48]),
+        project_name: c_string(&desc[48..80]),
+        compile_time: c_string(&desc[80..96]),
+        compile_date: c_string(&desc[96..112]),
+        idf_version: c_string(&desc[112..144]),
+        elf_sha256: hex::encode(&desc[144..176]),
+        min_efuse_blk_rev: u16_at(desc, 176),
+        max_efuse_blk_rev: u16_at(desc, 178),
+        mmu_page_size: (mmu_log2 != 0 && mmu_log2 < 32).then(|| 1u32 << mmu_log2),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::esp::build::AppImageSpec;
+    use crate::esp::{Chip, EspImage};
+
+    fn p4() -> AppImageSpec {
+        AppImageSpec::new(Chip::Esp32p4)
+            .chip_revisions(100, 199)
+            .version("v1.2.3")
+            .project_name("scales_bridge")
+            .secure_version(2)
+    }
+
+    fn chunked(bytes: &[u8], size: usize) -> Result<EspImage, ImageError> {
+        let mut parser = ImageParser::new();
+        for chunk in bytes.chunks(size.max(1)) {
+            parser.feed(chunk);
+        }
+        parser.finish()
+    }
+
+    #[test]
+    fn a_valid_image_reads_back_what_was_written() {
+        let bytes = p4().image();
+        let image = EspImage::parse(&bytes).unwrap();
+        assert_eq!(image.header.chip, "esp32p4");
+        assert_eq!(image.header.chip_id, 18);
+        assert_eq!(image.header.min_chip_revision.to_string(), "v1.0");
+        assert_eq!(image.header.max_chip_revision.unwrap().to_string(), "v1.99");
+        assert_eq!(image.header.flash_mode, FlashMode::Dio);
+        assert_eq!(image.header.flash_size, "16MB");
+        assert!(image.header.hash_appended);
+        assert_eq!(image.app.version, "v1.2.3");
+        assert_eq!(image.app.project_name, "scales_bridge");
+        assert_eq!(image.app.secure_version, 2);
+        assert_eq!(image.app.idf_version, "v5.5.1");
+        assert_eq!(image.app.mmu_page_size, Some(65536));
+        assert_eq!(image.file_len, bytes.len() as u64);
+        assert_eq!(image.image_len, bytes.len() as u64);
+        let hashed = &bytes[..bytes.len() - 32];
+        assert_eq!(
+            image.validation_hash.as_deref(),
+            Some(hex::encode(Sha256::digest(hashed)).as_str())
+        );
+        assert_eq!(image.segments.len(), usize::from(image.header.segment_count));
+        assert_eq!(image.segments[0].file_offset, APP_DESC_OFFSET as u64);
+        assert!(image.signature.is_none());
+    }
+
+    #[test]
+    fn every_chip_parses() {
+        for chip in [Chip::Esp32, Chip::Esp32s3, Chip::Esp32c3, Chip::Esp32c6, Chip::Esp32p4] {
+            let image = EspImage::parse(&AppImageSpec::new(chip).image()).unwrap();
+            assert_eq!(image.header.chip(), chip);
+        }
+    }
+
+    #[test]
+    fn no_max_revision_reads_as_none() {
+        let image = EspImage::parse(&p4().chip_revisions(0, 0xFFFF).image()).unwrap();
+        assert_eq!(image.header.max_chip_revision, None);
+        assert_eq!(image.header.min_chip_revision.full(), 0);
+    }
+
+    #[test]
+    fn an_image_without_an_appended_hash_has_no_validation_hash() {
+        let bytes = p4().hash_appended(false).image();
+        let image = EspImage::parse(&bytes).unwrap();
+        assert!(!image.header.hash_appended);
+        assert_eq!(image.validation_hash, None);
+        assert_eq!(image.image_len % 16, 0, "the checksum ends a 16-byte block");
+    }
+
+    #[test]
+    fn signed_images_are_recognised_for_both_schemes() {
+        for (scheme, expected) in [
+            (SignatureScheme::SecureBootV2Rsa, SignatureScheme::SecureBootV2Rsa),
+            (SignatureScheme::SecureBootV2Ecdsa, SignatureScheme::SecureBootV2Ecdsa),
+        ] {
+            let bytes = p4().signed(scheme).image();
+            let image = EspImage::parse(&bytes).unwrap();
+            let signature = image.signature.expect("signed");
+            assert_eq!(signature.scheme, expected);
+            assert_eq!(signature.blocks, 1);
+            assert_eq!(signature.offset % SIG_SECTOR_LEN as u64, 0);
+            assert_eq!(image.file_len, signature.offset + SIG_SECTOR_LEN as u64);
+            assert!(image.image_len <= signature.offset);
+            // The validation hash is the image's, not the signed file's.
+            let unsigned = EspImage::parse(&bytes[..image.image_len as usize]).unwrap();
+            assert_eq!(unsigned.validation_hash, image.validation_hash);
+        }
+    }
+
+    #[test]
+    fn a_signature_over_other_bytes_is_refused() {
+        let mut bytes = p4().signed(SignatureScheme::SecureBootV2Rsa).image();
+        let sector = bytes.len() - SIG_SECTOR_LEN;
+        bytes[sector + 4] ^= 1;
+        let crc = crc32(&bytes[sector..sector + SIG_CRC_OFFSET]);
+        bytes[sector + SIG_CRC_OFFSET..sector + SIG_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        let error = EspImage::parse(&bytes).unwrap_err();
+        assert!(matches!(error, ImageError::Signature { .. }), "{error}");
+        assert!(error.to_string().contains("changed after signing"), "{error}");
+    }
+
+    #[test]
+    fn a_signature_block_with_a_bad_crc_is_refused() {
+        let mut bytes = p4().signed(SignatureScheme::SecureBootV2Ecdsa).image();
+        let sector = bytes.len() - SIG_SECTOR_LEN;
+        bytes[sector + 100] ^= 0x80;
+        let error = EspImage::parse(&bytes).unwrap_err();
+        assert!(error.to_string().contains("CRC32"), "{error}");
+    }
+
+    #[test]
+    fn a_cut_off_signature_sector_is_truncation() {
+        let bytes = p4().signed(SignatureScheme::SecureBootV2Rsa).image();
+        let error = EspImage::parse(&bytes[..bytes.len() - 10]).unwrap_err();
+        assert!(matches!(error, ImageError::Truncated { .. }), "{error}");
+    }
+
+    #[test]
+    fn erased_flash_padding_after_the_image_is_accepted_and_anything_else_refused() {
+        let mut bytes = p4().image();
+        let image_len = bytes.len() as u64;
+        bytes.extend(std::iter::repeat_n(0xFF, 10_000));
+        let image = EspImage::parse(&bytes).unwrap();
+        assert_eq!((image.image_len, image.file_len), (image_len, image_len + 10_000));
+        bytes[image_len as usize + 5000] = 0;
+        let error = EspImage::parse(&bytes).unwrap_err();
+        assert_eq!(
+            error,
+            ImageError::TrailingData {
+                offset: image_len,
+                len: 10_000,
+                first_odd: image_len + 5000
+            }
+        );
+    }
+
+    #[test]
+    fn corrupted_segment_data_fails_the_checksum_or_the_hash() {
+        let bytes = p4().hash_appended(false).image();
+        let mut flipped = bytes.clone();
+        flipped[APP_DESC_OFFSET + 300] ^= 0x04;
+        assert!(matches!(EspImage::parse(&flipped), Err(ImageError::Checksum { .. })));
+
+        let bytes = p4().image();
+        let mut flipped = bytes.clone();
+        flipped[2] ^= 0x01; // the flash mode: not in the checksum, but in the hash
+        assert!(matches!(EspImage::parse(&flipped), Err(ImageError::Hash { .. })));
+    }
+
+    #[test]
+    fn wrong_files_are_named() {
+        let cases: [(&[u8], &str); 4] = [
+            (b"\x7fELF\x01\x01\x01", "ELF file"),
+            (b"\xaa\x50\x01\x02", "partition table"),
+            (&[0xFF; 64], "erased flash"),
+            (b"PK\x03\x04", "ZIP"),
+        ];
+        for (start, hint) in cases {
+            let mut bytes = start.to_vec();
+            bytes.resize(2048, 0);
+            let error = EspImage::parse(&bytes).unwrap_err();
+            assert!(error.to_string().contains(hint), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_bootloader_is_not_an_app() {
+        let mut bytes = p4().hash_appended(false).image();
+        bytes[APP_DESC_OFFSET..APP_DESC_OFFSET + 4].copy_from_slice(&[0x50, 0x01, 0x00, 0x00]);
+        let error = EspImage::parse(&bytes).unwrap_err();
+        assert!(error.to_string().contains("bootloader"), "{error}");
+    }
+
+    #[test]
+    fn header_fields_out_of_range_are_refused() {
+        let bytes = p4().image();
+        let mut none = bytes.clone();
+        none[1] = 0;
+        assert_eq!(EspImage::parse(&none), Err(ImageError::SegmentCount { count: 0 }));
+        let mut many = bytes.clone();
+        many[1] = 17;
+        assert_eq!(EspImage::parse(&many), Err(ImageError::SegmentCount { count: 17 }));
+        let mut flag = bytes.clone();
+        flag[23] = 2;
+        assert_eq!(EspImage::parse(&flag), Err(ImageError::HashAppendedFlag { found: 2 }));
+        let mut odd = bytes;
+        odd[HEADER_LEN + 4] |= 0x01;
+        assert!(matches!(
+            EspImage::parse(&odd),
+            Err(ImageError::SegmentLength { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn every_shorter_prefix_is_refused_and_names_where_it_ends() {
+        let bytes = p4().target_len(2048).image();
+        for cut in (0..bytes.len()).step_by(7).chain([bytes.len() - 1]) {
+            let error = EspImage::parse(&bytes[..cut]).unwrap_err();
+            assert!(
+                matches!(error, ImageError::Truncated { len, .. } if len == cut as u64),
+                "cut at {cut}: {error}"
+            );
+        }
+        let error = EspImage::parse(&bytes[..100]).unwrap_err();
+        assert!(error.to_string().contains("segment 0"), "{error}");
+    }
+
+    #[test]
+    fn one_byte_at_a_time_gives_the_same_answer() {
+        let bytes = p4().signed(SignatureScheme::SecureBootV2Rsa).image();
+        assert_eq!(chunked(&bytes, 1), EspImage::parse(&bytes));
+        assert!(chunked(&bytes, 1).is_ok());
+    }
+
+    #[test]
+    fn memory_stays_small_whatever_the_image_size() {
+        let big = p4().target_len(4 * 1024 * 1024).image();
+        let mut parser = ImageParser::new();
+        for chunk in big.chunks(64 * 1024) {
+            parser.feed(chunk);
+        }
+        assert!(parser.desc.capacity() <= APP_DESC_LEN && parser.sector.capacity() == 0);
+        assert!(size_of::<ImageParser>() < 1024);
+        assert_eq!(parser.finish().unwrap().file_len, big.len() as u64);
+    }
+
+    proptest! {
+        #[test]
+        fn how_the_bytes_arrive_never_changes_the_answer(
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+            flip in proptest::option::of((any::<prop::sample::Index>(), 0u8..8)),
+            signed in any::<bool>(),
+        ) {
+            let spec = if signed { p4().signed(SignatureScheme::SecureBootV2Ecdsa) } else { p4() };
+            let mut bytes = spec.target_len(3000).image();
+            if let Some((at, bit)) = flip {
+                let i = at.index(bytes.len());
+                bytes[i] ^= 1 << bit;
+            }
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut parser = ImageParser::new();
+            let mut from = 0;
+            for point in points.into_iter().chain([bytes.len()]) {
+                parser.feed(&bytes[from..point]);
+                from = point;
+            }
+            prop_assert_eq!(parser.finish(), EspImage::parse(&bytes));
+        }
+
+        #[test]
+        fn any_flipped_bit_in_a_hashed_image_is_caught(at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let mut bytes = p4().target_len(3000).image();
+            let i = at.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            prop_assert!(EspImage::parse(&bytes).is_err(), "flip at {} bit {} went unnoticed", i, bit);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096), e9 in any::<bool>()) {
+            let mut bytes = bytes;
+            if e9 && !bytes.is_empty() {
+                bytes[0] = IMAGE_MAGIC;
+            }
+            let _ = chunked(&bytes, 13);
+            let _ = EspImage::parse(&bytes);
+        }
+    }
+}
