@@ -200,6 +200,13 @@ impl Sha256Hex {
 #[serde(try_from = "i64", into = "u8")]
 pub struct Percent(u8);
 
+/// A full rollout, unless one is given.
+impl Default for Percent {
+    fn default() -> Self {
+        Percent::FULL
+    }
+}
+
 impl Percent {
     pub const FULL: Percent = Percent(100);
 

@@ -12,6 +12,9 @@ pub struct DeviceFacts<'a> {
     pub current_version: &'a Version,
     pub build_number: Option<i64>,
     pub channel: &'a Channel,
+    /// The device's anti-rollback counter (its eFuse `secure_version`), when
+    /// known: reported now, or kept in the inventory from an earlier report.
+    pub secure_version: Option<u32>,
 }
 
 /// A firmware the device might be offered: an active build of its type.
@@ -24,6 +27,8 @@ pub struct Candidate {
     pub is_stable: bool,
     pub is_active: bool,
     pub rollout: Percent,
+    /// The image's `secure_version`, for ESP app images.
+    pub secure_version: Option<u32>,
 }
 
 /// The rollout bucket of a device for a firmware, in `0..10_000`.
@@ -56,9 +61,21 @@ fn is_newer(candidate: &Candidate, device: &DeviceFacts<'_>) -> bool {
     }
 }
 
+/// Whether a device with anti-rollback could boot the image at all: its
+/// bootloader erases an image whose `secure_version` is below the device's
+/// counter. Every path that offers firmware goes through [`is_eligible`], so
+/// such an image is never offered, whatever else is configured.
+pub fn passes_anti_rollback(candidate: &Candidate, device: &DeviceFacts<'_>) -> bool {
+    match (candidate.secure_version, device.secure_version) {
+        (Some(image), Some(device)) => image >= device,
+        _ => true,
+    }
+}
+
 /// Whether this device may be offered this firmware at all.
 pub fn is_eligible(candidate: &Candidate, device: &DeviceFacts<'_>) -> bool {
     candidate.is_active
+        && passes_anti_rollback(candidate, device)
         && is_newer(candidate, device)
         && candidate
             .min_version
@@ -103,6 +120,7 @@ mod tests {
             is_stable: true,
             is_active: true,
             rollout: Percent::FULL,
+            secure_version: None,
         }
     }
 
@@ -111,6 +129,7 @@ mod tests {
         version: Version,
         build: Option<i64>,
         channel: Channel,
+        secure_version: Option<u32>,
     }
 
     impl Device {
@@ -120,6 +139,7 @@ mod tests {
                 version: v(version),
                 build: None,
                 channel: Channel::stable(),
+                secure_version: None,
             }
         }
         fn facts(&self) -> DeviceFacts<'_> {
@@ -128,6 +148,7 @@ mod tests {
                 current_version: &self.version,
                 build_number: self.build,
                 channel: &self.channel,
+                secure_version: self.secure_version,
             }
         }
     }
@@ -218,6 +239,36 @@ mod tests {
         assert_eq!(offered(&[stable(1, "1.1.0"), partial], &device), expected);
     }
 
+    #[test]
+    fn an_image_below_the_device_anti_rollback_counter_is_never_offered() {
+        let with_secure = |id, version, secure| {
+            let mut candidate = stable(id, version);
+            candidate.secure_version = Some(secure);
+            candidate
+        };
+        // 1.2.0 dropped the counter back to 1 (a rebuilt branch): a device at 2 must skip it.
+        let catalogue = [with_secure(1, "1.1.0", 2), with_secure(2, "1.2.0", 1)];
+        let mut device = Device::running("1.0.0");
+        device.secure_version = Some(2);
+        assert_eq!(offered(&catalogue, &device), Some(1));
+        device.secure_version = Some(3);
+        assert_eq!(
+            offered(&catalogue, &device),
+            None,
+            "every image is below the device's counter"
+        );
+        device.secure_version = None;
+        assert_eq!(
+            offered(&catalogue, &device),
+            Some(2),
+            "an unknown counter does not filter"
+        );
+        let mut raw = stable(3, "1.3.0");
+        raw.secure_version = None;
+        device.secure_version = Some(3);
+        assert_eq!(offered(&[raw], &device), Some(3), "a raw image has no counter");
+    }
+
     fn arb_device_id() -> impl Strategy<Value = DeviceId> {
         "[a-zA-Z0-9:_-]{1,40}".prop_map(|s| DeviceId::parse(&s).unwrap())
     }
@@ -238,6 +289,24 @@ mod tests {
         }
 
         #[test]
+        fn no_offer_is_below_the_device_counter(
+            images in proptest::collection::vec((0u64..6, proptest::option::of(0u32..5)), 0..8),
+            counter in proptest::option::of(0u32..5),
+            id in arb_device_id(),
+        ) {
+            let catalogue: Vec<Candidate> = images.iter().enumerate().map(|(i, (minor, secure))| {
+                let mut candidate = stable(i as i64 + 1, &format!("1.{minor}.0"));
+                candidate.secure_version = *secure;
+                candidate
+            }).collect();
+            let (current, channel) = (v("1.0.0"), Channel::stable());
+            let device = DeviceFacts { device_id: &id, current_version: &current, build_number: None, channel: &channel, secure_version: counter };
+            if let (Some(chosen), Some(counter)) = (select_offer(&catalogue, &device), counter) {
+                prop_assert!(chosen.secure_version.is_none_or(|image| image >= counter));
+            }
+        }
+
+        #[test]
         fn the_offer_is_deterministic_and_eligible(
             versions in proptest::collection::vec((0u64..4, 0u64..4, proptest::option::of(0i64..5), 0i64..=100, any::<bool>()), 0..8),
             running in (0u64..4, 0u64..4),
@@ -251,10 +320,11 @@ mod tests {
                 is_stable: *is_stable,
                 is_active: true,
                 rollout: Percent::parse(*pct).unwrap(),
+                secure_version: None,
             }).collect();
             let current = v(&format!("1.{}.{}", running.0, running.1));
             let channel = Channel::stable();
-            let device = DeviceFacts { device_id: &id, current_version: &current, build_number: None, channel: &channel };
+            let device = DeviceFacts { device_id: &id, current_version: &current, build_number: None, channel: &channel, secure_version: None };
             let first = select_offer(&catalogue, &device).map(|c| c.firmware_id);
             prop_assert_eq!(first, select_offer(&catalogue, &device).map(|c| c.firmware_id));
             if let Some(chosen) = select_offer(&catalogue, &device) {

@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::esp::rules::ImageRules;
+use crate::esp::{Chip, ChipRevision, EspImage};
 use crate::status::OtaStatus;
 
 /// `POST /api/ota/check`.
@@ -25,6 +27,14 @@ pub struct CheckRequest {
     /// `stable` (the default) or a channel that admits pre-release builds.
     #[serde(default)]
     pub channel: Option<String>,
+    /// The device's anti-rollback counter (`esp_efuse_read_secure_version()`),
+    /// for devices built with `CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK`. An image
+    /// with a lower `secure_version` is never offered to it; the highest value
+    /// a device has reported is kept in the inventory and applies when it
+    /// does not report one.
+    #[serde(default)]
+    #[schema(example = 2)]
+    pub secure_version: Option<i64>,
 }
 
 /// An update offered to a device.
@@ -51,6 +61,24 @@ pub struct NoUpdate {
     /// Always `false`.
     pub update_available: bool,
     pub current_version: String,
+}
+
+/// A device in the inventory: what it last told the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceRecord {
+    pub device_id: String,
+    pub device_type: String,
+    pub current_version: Option<String>,
+    pub build_number: Option<i64>,
+    pub channel: String,
+    /// The highest anti-rollback counter the device has reported.
+    pub secure_version: Option<i64>,
+    /// The status of its latest update attempt.
+    pub last_status: Option<OtaStatus>,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub first_seen: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub last_seen: DateTime<Utc>,
 }
 
 /// `POST /api/ota/check` answer.
@@ -94,10 +122,30 @@ pub struct Firmware {
     pub is_mandatory: bool,
     pub rollout_percentage: u8,
     pub download_count: i64,
+    /// How the file was stored: `esp-app` when it was parsed as an ESP-IDF
+    /// app image, `raw` when it was stored as it came (`raw` in records
+    /// older than device types).
+    #[serde(default)]
+    pub image_format: ImageFormat,
+    /// What the ESP-IDF app image says about itself (header, segments, app
+    /// descriptor, signature); null for a `raw` file.
+    #[serde(default)]
+    pub image: Option<EspImage>,
+    /// Whether `version` was given by the uploader instead of taken from
+    /// the image's app descriptor.
+    #[serde(default)]
+    pub version_overridden: bool,
     #[serde(serialize_with = "crate::time::serialize")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::time::serialize")]
     pub updated_at: DateTime<Utc>,
+}
+
+impl Firmware {
+    /// The anti-rollback counter of the image, when it is an ESP app.
+    pub fn secure_version(&self) -> Option<u32> {
+        self.image.as_ref().map(|image| image.app.secure_version)
+    }
 }
 
 /// A firmware record with the number of OTA log rows in each status.
@@ -135,6 +183,19 @@ pub struct Uploaded {
     pub binary_path: String,
     pub file_size: i64,
     pub file_hash: String,
+    /// The version the file is stored under: the form's `version`, or the
+    /// image's own when the form named none.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// `esp-app` when the file was checked as an ESP-IDF app image.
+    #[serde(default)]
+    pub image_format: ImageFormat,
+    /// What the image says about itself; null for a raw device type.
+    #[serde(default)]
+    pub image: Option<EspImage>,
+    /// Whether `version` was kept although the image carries another.
+    #[serde(default)]
+    pub version_overridden: bool,
     /// Present when the upload asked for `register=true`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub firmware: Option<Firmware>,
@@ -144,7 +205,14 @@ pub struct Uploaded {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RegisterFirmware {
     pub device_type: String,
-    pub version: String,
+    /// Required for a raw device type; for an `esp-app` one, the image's own
+    /// version is used when this is left out.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Keep `version` even though the image's app descriptor says another
+    /// (default false). Recorded as `version_overridden`.
+    #[serde(default)]
+    pub override_version: Option<bool>,
     #[serde(default)]
     pub build_number: Option<i64>,
     /// The file's name inside the device type's folder, e.g. `v1.1.0.bin`.
@@ -179,10 +247,158 @@ pub struct FirmwarePatch {
     pub build_number: Option<i64>,
 }
 
-/// The path of `POST /api/ota/admin/devices/{device_id}/token`, with the
-/// device id percent-encoded as one segment: an id may hold `/`, `?`, `#`
-/// or `%`.
-pub fn device_token_path(device_id: &str) -> String {
+/// What a device type's firmware files are, and so how an upload is checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageFormat {
+    /// An ESP-IDF app image: parsed on upload and refused unless it fits
+    /// the device type's chip, chip revisions and project name.
+    EspApp,
+    /// Any bytes, stored as they come.
+    #[default]
+    Raw,
+}
+
+impl ImageFormat {
+    pub const ALL: [ImageFormat; 2] = [ImageFormat::EspApp, ImageFormat::Raw];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::EspApp => "esp-app",
+            ImageFormat::Raw => "raw",
+        }
+    }
+
+    /// `esp-app` or `raw`.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|format| format.as_str() == value)
+    }
+}
+
+impl fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A device type: one product, whose units all run the same firmware line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceTypeRecord {
+    #[schema(example = "scales_bridge_tab5")]
+    pub name: String,
+    pub image_format: ImageFormat,
+    /// esptool's chip name (`esp32p4`): what every image must be built
+    /// for when `image_format` is `esp-app`; documentation only for `raw`.
+    #[schema(example = "esp32p4")]
+    pub chip: Option<String>,
+    /// When set, an image's `project_name` must be exactly this.
+    pub project_name: Option<String>,
+    /// The oldest chip revision among the units (`v0.0` when unknown): an
+    /// image must boot on it.
+    #[schema(value_type = String, example = "v1.0")]
+    pub min_chip_revision: ChipRevision,
+    /// The newest chip revision among the units, or null for no bound: an
+    /// image must boot on it too.
+    #[schema(value_type = Option<String>, example = "v1.99")]
+    pub max_chip_revision: Option<ChipRevision>,
+    pub description: Option<String>,
+    /// How many active firmware records this device type has.
+    pub firmware_count: i64,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl DeviceTypeRecord {
+    /// What an image must satisfy to be this device type's firmware; `None`
+    /// when any file goes (`raw`).
+    pub fn image_rules(&self) -> Option<ImageRules> {
+        if self.image_format != ImageFormat::EspApp {
+            return None;
+        }
+        Some(ImageRules {
+            chip: Chip::parse(self.chip.as_deref()?)?,
+            project_name: self.project_name.clone(),
+            min_chip_revision: self.min_chip_revision,
+            max_chip_revision: self.max_chip_revision,
+        })
+    }
+}
+
+/// `POST /api/ota/admin/device-types`: a new device type. Unknown fields
+/// are refused.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDeviceType {
+    /// Lower-case letters, digits, `_` and `-`, at most 64 characters.
+    #[schema(example = "scales_bridge_tab5")]
+    pub name: String,
+    /// `esp-app` or `raw`.
+    #[schema(value_type = ImageFormat)]
+    pub image_format: String,
+    /// esptool's chip name (`esp32p4`; `ESP32-P4` is accepted too).
+    /// Required for `esp-app`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "esp32p4")]
+    pub chip: Option<String>,
+    /// `esp-app` only: the `project_name` every image must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_name: Option<String>,
+    /// `esp-app` only: the oldest chip revision among the units, `v1.0`
+    /// (default `v0.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "v1.0")]
+    pub min_chip_revision: Option<String>,
+    /// `esp-app` only: the newest chip revision among the units, `v1.99`
+    /// (default: no bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "v1.99")]
+    pub max_chip_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `PATCH /api/ota/admin/device-types/{name}`: every field optional; an
+/// absent field stays as it is, `null` clears `chip` (for `raw`),
+/// `project_name`, `max_chip_revision` and `description`. The name cannot
+/// change. Switching to `raw` clears `project_name` and the revisions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceTypePatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = ImageFormat)]
+    pub image_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, example = "esp32p4")]
+    pub chip: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub project_name: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "v1.0")]
+    pub min_chip_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, example = "v1.99")]
+    pub max_chip_revision: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+}
+
+/// A present field as `Some`, even when it is `null`: tells "clear it"
+/// apart from "leave it".
+fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The path of `GET /api/ota/admin/devices/{device_id}`, with the device id
+/// percent-encoded as one segment: an id may hold `/`, `?`, `#` or `%`.
+pub fn device_path(device_id: &str) -> String {
     let segment: String = device_id
         .bytes()
         .map(|b| match b {
@@ -190,7 +406,12 @@ pub fn device_token_path(device_id: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect();
-    format!("/api/ota/admin/devices/{segment}/token")
+    format!("/api/ota/admin/devices/{segment}")
+}
+
+/// The path of `POST /api/ota/admin/devices/{device_id}/token`.
+pub fn device_token_path(device_id: &str) -> String {
+    format!("{}/token", device_path(device_id))
 }
 
 /// `POST /api/ota/admin/devices/{device_id}/token`: what the token is for.
@@ -259,9 +480,11 @@ pub struct Problem {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn a_device_id_is_one_path_segment() {
+        assert_eq!(device_path("a/b"), "/api/ota/admin/devices/a%2Fb");
         assert_eq!(device_token_path("tab5-0001"), "/api/ota/admin/devices/tab5-0001/token");
         assert_eq!(
             device_token_path("aa:bb.cc"),
@@ -272,7 +495,6 @@ mod tests {
             "/api/ota/admin/devices/a%2Fb%3Fc%23d%25e/token"
         );
     }
-    use super::*;
 
     fn minted() -> DeviceToken {
         let issued_at = DateTime::from_timestamp(1_795_000_000, 0).unwrap();
@@ -312,5 +534,83 @@ mod tests {
             serde_json::to_value(&request).unwrap(),
             serde_json::json!({"device_type": "scales_bridge_tab5"})
         );
+    }
+
+    #[test]
+    fn image_formats_are_kebab_case() {
+        assert_eq!(serde_json::to_value(ImageFormat::EspApp).unwrap(), "esp-app");
+        assert_eq!(serde_json::to_value(ImageFormat::Raw).unwrap(), "raw");
+        for format in ImageFormat::ALL {
+            assert_eq!(ImageFormat::parse(format.as_str()), Some(format));
+            assert_eq!(serde_json::to_value(format).unwrap(), format.as_str());
+        }
+        assert_eq!(ImageFormat::parse("esp_app"), None);
+    }
+
+    #[test]
+    fn a_firmware_record_from_before_device_types_still_reads() {
+        let older = serde_json::json!({
+            "id": 1, "device_type": "scales_bridge_tab5", "version": "1.0.0", "build_number": null,
+            "filename": "v1.0.0.bin", "binary_path": "scales_bridge_tab5/v1.0.0.bin", "file_size": 4,
+            "file_hash": "00", "release_notes": null, "min_version": null, "is_stable": true,
+            "is_active": true, "is_mandatory": false, "rollout_percentage": 100, "download_count": 0,
+            "created_at": "2026-11-27T15:04:05Z", "updated_at": "2026-11-27T15:04:05Z"
+        });
+
+        let firmware: Firmware = serde_json::from_value(older).unwrap();
+
+        assert_eq!(firmware.image_format, ImageFormat::Raw);
+        assert_eq!(firmware.image, None);
+        assert!(!firmware.version_overridden);
+        assert_eq!(firmware.secure_version(), None);
+    }
+
+    #[test]
+    fn a_device_type_patch_tells_null_from_absent() {
+        let patch: DeviceTypePatch =
+            serde_json::from_str(r#"{"project_name": null, "min_chip_revision": "v1.0"}"#).unwrap();
+
+        assert_eq!(patch.project_name, Some(None));
+        assert_eq!(patch.description, None);
+        assert_eq!(patch.min_chip_revision.as_deref(), Some("v1.0"));
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            serde_json::json!({"project_name": null, "min_chip_revision": "v1.0"})
+        );
+    }
+
+    #[test]
+    fn a_new_device_type_refuses_unknown_fields() {
+        let misspelt = r#"{"name": "x", "image_format": "raw", "chips": "esp32"}"#;
+
+        assert!(serde_json::from_str::<NewDeviceType>(misspelt).is_err());
+    }
+
+    #[test]
+    fn an_esp_app_device_type_has_image_rules_and_a_raw_one_none() {
+        let at = DateTime::from_timestamp(1_795_000_000, 0).unwrap();
+        let mut record = DeviceTypeRecord {
+            name: "scales_bridge_tab5".into(),
+            image_format: ImageFormat::EspApp,
+            chip: Some("esp32p4".into()),
+            project_name: None,
+            min_chip_revision: ChipRevision::from_full(100),
+            max_chip_revision: Some(ChipRevision::from_full(199)),
+            description: None,
+            firmware_count: 0,
+            created_at: at,
+            updated_at: at,
+        };
+
+        let rules = record.image_rules().unwrap();
+        assert_eq!(rules.chip, Chip::Esp32p4);
+        assert_eq!(rules.max_chip_revision, Some(ChipRevision::from_full(199)));
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["min_chip_revision"], "v1.0");
+        assert_eq!(json["max_chip_revision"], "v1.99");
+        assert_eq!(json["image_format"], "esp-app");
+
+        record.image_format = ImageFormat::Raw;
+        assert_eq!(record.image_rules(), None);
     }
 }

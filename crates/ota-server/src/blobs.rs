@@ -5,6 +5,10 @@
 //! A temporary file is removed when its upload is dropped unfinished (a
 //! cut-off request cancels the handler), and any left by a crash are removed
 //! at start. Nothing half-written is ever visible under its final name.
+//!
+//! The same pass parses the bytes as an ESP-IDF app image
+//! ([`ota_core::esp::ImageParser`]), so checking an upload never reads the
+//! file twice.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
@@ -12,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use bytes::Bytes;
 use futures_util::Stream;
+use ota_core::esp::{EspImage, ImageError, ImageParser};
 use ota_core::{DeviceType, FileName, Sha256Hex};
 use sha2::{Digest, Sha256};
 use tokio::fs::File;
@@ -66,7 +71,7 @@ impl Blobs {
             temp: TempPath(Some(path)),
             writer: BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
-            size: 0,
+            parser: ImageParser::new(),
         })
     }
 
@@ -101,24 +106,28 @@ impl Blobs {
         }
     }
 
-    /// SHA-256 and size of a stored file, read in chunks.
-    pub async fn digest_of(&self, device_type: &DeviceType, file: &FileName) -> anyhow::Result<(Sha256Hex, u64)> {
+    /// SHA-256, size and image parse of a stored file, in one read.
+    pub async fn inspect(&self, device_type: &DeviceType, file: &FileName) -> anyhow::Result<Inspected> {
         let path = self.path_of(device_type, file);
         let mut reader = File::open(&path)
             .await
             .with_context(|| format!("opening {}", path.display()))?;
         let mut hasher = Sha256::new();
+        let mut parser = ImageParser::new();
         let mut buffer = vec![0u8; READ_CHUNK];
-        let mut size = 0u64;
         loop {
             let n = reader.read(&mut buffer).await.context("reading a firmware file")?;
             if n == 0 {
                 break;
             }
             hasher.update(&buffer[..n]);
-            size += n as u64;
+            parser.feed(&buffer[..n]);
         }
-        Ok((Sha256Hex::from_digest(&hasher.finalize().into()), size))
+        Ok(Inspected {
+            sha256: Sha256Hex::from_digest(&hasher.finalize().into()),
+            size: parser.len(),
+            image: parser.finish(),
+        })
     }
 
     /// `len` bytes from `start` of the file at `binary_path`, as a stream.
@@ -194,24 +203,32 @@ impl Drop for TempPath {
     }
 }
 
+/// What a stored file is: digest, size, and what it parses as.
+#[derive(Debug)]
+pub struct Inspected {
+    pub sha256: Sha256Hex,
+    pub size: u64,
+    pub image: Result<EspImage, ImageError>,
+}
+
 /// An upload being written. Dropping it removes the temporary file.
 #[derive(Debug)]
 pub struct Upload {
     temp: TempPath,
     writer: BufWriter<File>,
     hasher: Sha256,
-    size: u64,
+    parser: ImageParser,
 }
 
 impl Upload {
     pub async fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
         self.hasher.update(chunk);
-        self.size += chunk.len() as u64;
+        self.parser.feed(chunk);
         self.writer.write_all(chunk).await.context("writing an upload")
     }
 
     pub fn size(&self) -> u64 {
-        self.size
+        self.parser.len()
     }
 
     /// Flushes the bytes to disk and returns the digest.
@@ -221,7 +238,8 @@ impl Upload {
         Ok(FinishedUpload {
             temp: self.temp,
             sha256: Sha256Hex::from_digest(&self.hasher.finalize().into()),
-            size: self.size,
+            size: self.parser.len(),
+            image: self.parser.finish(),
         })
     }
 }
@@ -232,6 +250,8 @@ pub struct FinishedUpload {
     temp: TempPath,
     pub sha256: Sha256Hex,
     pub size: u64,
+    /// The file parsed as an ESP app image (whether its device type wants one or not).
+    pub image: Result<EspImage, ImageError>,
 }
 
 #[cfg(test)]
@@ -277,7 +297,9 @@ mod tests {
         let expected = Sha256Hex::from_digest(&Sha256::digest(b"hello world").into());
         assert_eq!(finished.sha256, expected);
         blobs.publish(finished, &device_type, &file).await.unwrap();
-        assert_eq!(blobs.digest_of(&device_type, &file).await.unwrap(), (expected, 11));
+        let inspected = blobs.inspect(&device_type, &file).await.unwrap();
+        assert_eq!((inspected.sha256, inspected.size), (expected, 11));
+        assert!(inspected.image.is_err(), "'hello world' is no ESP image");
         assert_eq!(
             files_under(dir.path()).await,
             vec![dir.path().join("scales_bridge_tab5/v1.0.0.bin")]

@@ -71,6 +71,9 @@ fn candidate_of(firmware: &Firmware) -> Option<Candidate> {
         is_stable: firmware.is_stable,
         is_active: firmware.is_active,
         rollout: Percent::parse(i64::from(firmware.rollout_percentage)).ok()?,
+        // The image's anti-rollback counter: a device whose eFuse counter is
+        // higher erases it at boot, so select_offer never offers it to one.
+        secure_version: firmware.secure_version(),
     })
 }
 

@@ -77,13 +77,13 @@ async fn write_batches(
             biased;
             () = stop.cancelled() => {
                 while let Ok(sighting) = receiver.try_recv() {
-                    pending.insert(sighting.device_id.clone(), sighting);
+                    keep_latest(&mut pending, sighting);
                 }
                 flush(&store, &mut pending).await;
                 return;
             }
             Some(sighting) = receiver.recv() => {
-                pending.insert(sighting.device_id.clone(), sighting);
+                keep_latest(&mut pending, sighting);
                 if pending.len() >= MAX_BATCH {
                     flush(&store, &mut pending).await;
                 }
@@ -91,6 +91,15 @@ async fn write_batches(
             _ = tick.tick() => flush(&store, &mut pending).await,
         }
     }
+}
+
+/// Keeps a device's latest sighting, with the highest anti-rollback counter
+/// any of its sightings reported (a counter only grows).
+fn keep_latest(pending: &mut HashMap<String, Sighting>, mut sighting: Sighting) {
+    if let Some(earlier) = pending.get(&sighting.device_id) {
+        sighting.secure_version = sighting.secure_version.max(earlier.secure_version);
+    }
+    pending.insert(sighting.device_id.clone(), sighting);
 }
 
 async fn flush(store: &Store, pending: &mut HashMap<String, Sighting>) {
@@ -101,7 +110,9 @@ async fn flush(store: &Store, pending: &mut HashMap<String, Sighting>) {
     if let Err(e) = store.devices_seen(&batch).await {
         tracing::warn!(error = %e, devices = batch.len(), "could not record device sightings; retrying with the next batch");
         if batch.len() < QUEUE {
-            pending.extend(batch.into_iter().map(|s| (s.device_id.clone(), s)));
+            for sighting in batch {
+                keep_latest(pending, sighting);
+            }
         } else {
             metrics::counter!("ota_inventory_dropped_total").increment(batch.len() as u64);
         }
@@ -119,8 +130,41 @@ mod tests {
             current_version: version.into(),
             build_number: None,
             channel: "stable".into(),
+            secure_version: None,
             seen_at: chrono::Utc::now(),
         }
+    }
+
+    #[tokio::test]
+    async fn the_highest_anti_rollback_counter_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_file(&dir.path().join("ota.db")).await.unwrap();
+        let (inventory, writer) = Inventory::start_with(store.clone(), Duration::from_secs(3600));
+        let with = |version, secure| Sighting {
+            secure_version: secure,
+            ..sighting("tab5-1", version)
+        };
+        inventory.seen(with("1.0.0", Some(3)));
+        inventory.seen(with("1.1.0", None));
+        inventory.seen(with("1.1.0", Some(2)));
+        writer.finish(Duration::from_secs(5)).await;
+        assert_eq!(
+            store.device_secure_version("tab5-1").await.unwrap(),
+            Some(3),
+            "within a batch"
+        );
+
+        for (secure, expected) in [(None, 3), (Some(1), 3), (Some(4), 4)] {
+            let (inventory, writer) = Inventory::start_with(store.clone(), Duration::from_secs(3600));
+            inventory.seen(with("1.2.0", secure));
+            writer.finish(Duration::from_secs(5)).await;
+            assert_eq!(
+                store.device_secure_version("tab5-1").await.unwrap(),
+                Some(expected),
+                "{secure:?}"
+            );
+        }
+        assert_eq!(store.device_version("tab5-1").await.unwrap().as_deref(), Some("1.2.0"));
     }
 
     #[tokio::test]

@@ -223,6 +223,7 @@ impl Device {
             current_version: self.version.clone(),
             build_number: None,
             channel: self.config.channel.clone(),
+            secure_version: None,
         })
         .expect("a check request serialises");
         let started = Instant::now();

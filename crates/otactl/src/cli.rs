@@ -2,9 +2,13 @@
 //! seed's spellings (`upload`, `list`, `register`, `logs`) as aliases, and an
 //! example in every command's `--help`.
 
+mod device_type;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use device_type::{CreateArgs, DeviceTypeCommand, NameArg, PageArgs, SetArgs as DeviceTypeSetArgs};
 
 /// The OTA server's command line: upload firmware, promote it, roll it out, watch the fleet update.
 #[derive(Debug, Parser)]
@@ -13,7 +17,9 @@ use clap::{Args, Parser, Subcommand};
     version,
     after_help = "Examples:
   otactl login --server https://ota.example.com
-  otactl firmware upload build/app.bin --device-type scales_bridge_tab5 --version 1.2.0 --register
+  otactl device-type create scales_bridge_tab5 --image-format esp-app --chip esp32p4
+  otactl image inspect build/app.bin --device-type scales_bridge_tab5
+  otactl firmware upload build/app.bin --device-type scales_bridge_tab5 --register
   otactl firmware set 12 --rollout 10 && otactl logs --firmware-id 12 --follow
 
 Exit codes: 0 done; 1 the server refused, or a result did not check out;
@@ -80,9 +86,15 @@ pub enum Command {
     /// Update attempts of the fleet, newest first; --follow to watch
     #[command(after_help = LOGS_EXAMPLES)]
     Logs(LogsArgs),
-    /// Devices: mint a device token
-    #[command(subcommand, after_help = TOKEN_EXAMPLES)]
+    /// Device types: what each product's firmware must be (chip, project, chip revisions)
+    #[command(subcommand, visible_alias = "dt", after_help = DEVICE_TYPE_EXAMPLES)]
+    DeviceType(DeviceTypeCommand),
+    /// Devices: the inventory of devices that checked in, and device tokens
+    #[command(subcommand, after_help = DEVICE_EXAMPLES)]
     Device(DeviceCommand),
+    /// ESP-IDF app images on this machine: check a build before uploading it
+    #[command(subcommand, after_help = INSPECT_EXAMPLES)]
+    Image(ImageCommand),
     /// The server's health, readiness and version
     #[command(after_help = "Examples:\n  otactl status\n  otactl status --server https://ota.example.com --json")]
     Status,
@@ -136,9 +148,46 @@ pub enum FirmwareCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
+    /// List the devices that have checked in, by device id
+    #[command(after_help = DEVICE_LIST_EXAMPLES, visible_alias = "ls")]
+    List(DeviceListArgs),
+    /// Show what one device last reported
+    #[command(after_help = "Example:\n  otactl device show tab5-000042")]
+    Show(DeviceIdArg),
     /// Mint a JWT for one device, to put in its NVS or provisioning data
     #[command(after_help = TOKEN_EXAMPLES)]
     Token(TokenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Read an ESP-IDF app image and print what it holds; with --device-type, whether the server would take it
+    #[command(after_help = INSPECT_EXAMPLES)]
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceListArgs {
+    /// Only this device type
+    #[arg(long, short = 't')]
+    pub device_type: Option<String>,
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceIdArg {
+    /// The device's id, as it sends it
+    pub device_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image, e.g. build/app.bin (esptool elf2image output, signed or not)
+    pub file: PathBuf,
+    /// Also check it against this device type's rules, fetched from the server (needs the admin token)
+    #[arg(long, short = 't')]
+    pub device_type: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -154,9 +203,12 @@ pub struct UploadArgs {
     /// The device type it is for, e.g. scales_bridge_tab5
     #[arg(long, short = 't')]
     pub device_type: String,
-    /// Its semantic version, e.g. 1.2.0 (a leading v is accepted)
+    /// Its semantic version, e.g. 1.2.0 (a leading v is accepted) [default: for an esp-app device type, the image's own]
     #[arg(long, short = 'v')]
-    pub version: String,
+    pub version: Option<String>,
+    /// Keep --version even though the image's app descriptor says another (the server records it)
+    #[arg(long, requires = "version")]
+    pub override_version: bool,
     /// Its build number; breaks ties between equal versions (with --register)
     #[arg(long = "build", value_name = "N", requires = "register")]
     pub build_number: Option<i64>,
@@ -202,9 +254,12 @@ pub struct RegisterArgs {
     /// The device type, e.g. scales_bridge_tab5
     #[arg(long, short = 't')]
     pub device_type: String,
-    /// The version, e.g. 1.2.0
-    #[arg(long, short = 'v')]
-    pub version: String,
+    /// The version, e.g. 1.2.0 [default: for an esp-app device type, the image's own; then give --filename]
+    #[arg(long, short = 'v', required_unless_present = "filename")]
+    pub version: Option<String>,
+    /// Keep --version even though the image's app descriptor says another (the server records it)
+    #[arg(long, requires = "version")]
+    pub override_version: bool,
     /// The local copy of the uploaded binary: its SHA-256 and size are sent for the server to check
     #[arg(long, value_name = "FILE", required_unless_present = "hash", conflicts_with = "hash")]
     pub file: Option<PathBuf>,
@@ -391,19 +446,25 @@ fn parse_percent(text: &str) -> Result<u8, String> {
 }
 
 const FIRMWARE_EXAMPLES: &str = "Examples:
-  otactl firmware upload build/app.bin -t scales_bridge_tab5 -v 1.2.0 --register
+  otactl firmware upload build/app.bin -t scales_bridge_tab5 --register
+  otactl firmware upload build/app.bin -t legacy_sensor -v 1.2.0 --register
   otactl firmware promote 12
   otactl firmware set 12 --rollout 10
   otactl firmware list -t scales_bridge_tab5";
 
 const UPLOAD_EXAMPLES: &str = "Examples:
-  otactl firmware upload build/app.bin --device-type scales_bridge_tab5 --version 1.2.0
-  otactl firmware upload build/app.bin -t scales_bridge_tab5 -v 1.2.0 --build 42 \\
-      --notes-file CHANGES.md --register --stable --rollout 10";
+  otactl firmware upload build/app.bin --device-type scales_bridge_tab5
+  otactl firmware upload build/app.bin -t scales_bridge_tab5 --build 42 \\
+      --notes-file CHANGES.md --register --stable --rollout 10
+  otactl firmware upload build/app.bin -t scales_bridge_tab5 -v 1.2.1 --override-version
+  otactl firmware upload legacy.bin -t legacy_sensor -v 1.2.0
+For an esp-app device type the version is the image's own (esp_app_desc_t.version)
+unless --version is given; a raw device type needs --version.";
 
 const REGISTER_EXAMPLES: &str = "Examples:
   otactl firmware register -t scales_bridge_tab5 -v 1.2.0 --file build/app.bin --stable
-  otactl firmware register -t scales_bridge_tab5 -v 1.2.0 --hash 9f86d08…b0f00a08 --rollout 10";
+  otactl firmware register -t scales_bridge_tab5 -v 1.2.0 --hash 9f86d08…b0f00a08 --rollout 10
+  otactl firmware register -t scales_bridge_tab5 --filename v1.2.0.bin --file build/app.bin";
 
 const LIST_EXAMPLES: &str = "Examples:
   otactl firmware list
@@ -419,6 +480,27 @@ const LOGS_EXAMPLES: &str = "Examples:
   otactl logs --firmware-id 12 --since 1h
   otactl logs --status failed --since 2026-11-27T00:00:00Z
   otactl logs --firmware-id 12 -f";
+
+const DEVICE_TYPE_EXAMPLES: &str = "Examples:
+  otactl device-type create scales_bridge_tab5 --image-format esp-app --chip esp32p4 --min-chip-revision v1.0
+  otactl device-type list
+  otactl device-type show scales_bridge_tab5
+  otactl dt set scales_bridge_tab5 --project-name scales_bridge";
+
+const DEVICE_EXAMPLES: &str = "Examples:
+  otactl device list --device-type scales_bridge_tab5
+  otactl device show tab5-000042
+  otactl device token tab5-000042 --device-type scales_bridge_tab5";
+
+const DEVICE_LIST_EXAMPLES: &str = "Examples:
+  otactl device list
+  otactl device list -t scales_bridge_tab5 --json | jq -r '.items[] | [.device_id, .current_version] | @tsv'";
+
+const INSPECT_EXAMPLES: &str = "Examples:
+  otactl image inspect build/app.bin
+  otactl image inspect build/app.bin --device-type scales_bridge_tab5
+  otactl image inspect build/app.bin --json | jq .image.app.secure_version
+Exit 1 when the file is not a valid app image, or does not fit the device type.";
 
 const TOKEN_EXAMPLES: &str = "Examples:
   otactl device token tab5-000042 --device-type scales_bridge_tab5

@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 mod commands;
 pub mod config;
+mod esp;
 pub mod failure;
 mod output;
 mod upload;

@@ -103,6 +103,23 @@ pub fn short(value: &Value, max: usize) -> String {
     }
 }
 
+/// Tells a human that the list goes on, and how to see more.
+pub fn page_note(page: &Value, offset: i64, shown: usize) {
+    let total = page["total"].as_i64().unwrap_or(0);
+    if shown == 0 && total == 0 {
+        eprintln!("Nothing matches.");
+    } else if shown == 0 {
+        eprintln!("Nothing at offset {offset}: {total} match.");
+    } else if offset + (shown as i64) < total {
+        eprintln!(
+            "Showing {}-{} of {total}; see more with --offset {}.",
+            offset + 1,
+            offset + shown as i64,
+            offset + shown as i64
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

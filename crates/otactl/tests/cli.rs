@@ -3,6 +3,12 @@
 //! empty config folder.
 
 mod common;
+#[path = "cli/device_types.rs"]
+mod device_types;
+#[path = "cli/esp_images.rs"]
+mod esp_images;
+#[path = "cli/inventory.rs"]
+mod inventory;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -382,6 +388,7 @@ fn bad_arguments_are_exit_code_2_before_anything_is_sent() {
     let file = file.to_str().unwrap();
     // Nothing listens here: a command that sent anything would end with 3.
     let dead = dead_url();
+    let hash = "a".repeat(64);
 
     for args in [
         vec!["firmware", "set", "1"],
@@ -412,7 +419,33 @@ fn bad_arguments_are_exit_code_2_before_anything_is_sent() {
             "--notes",
             "x",
         ],
-        vec!["firmware", "upload", file, "-t", DEVICE_TYPE],
+        vec!["firmware", "upload", file, "-t", DEVICE_TYPE, "--override-version"],
+        vec!["firmware", "register", "-t", DEVICE_TYPE, "--hash", &hash],
+        vec!["device-type", "create", "kiosk"],
+        vec!["device-type", "create", "kiosk", "--image-format", "jpeg"],
+        vec!["device-type", "create", "Kiosk!", "--image-format", "raw"],
+        vec![
+            "device-type",
+            "create",
+            "kiosk",
+            "--image-format",
+            "esp-app",
+            "--min-chip-revision",
+            "banana",
+        ],
+        vec!["device-type", "show", "../etc"],
+        vec!["device-type", "set", DEVICE_TYPE],
+        vec![
+            "device-type",
+            "set",
+            DEVICE_TYPE,
+            "--project-name",
+            "x",
+            "--no-project-name",
+        ],
+        vec!["device", "list", "-t", "../etc"],
+        vec!["device", "show", ".."],
+        vec!["image", "inspect", "/nonexistent.bin"],
         vec![
             "firmware",
             "upload",
@@ -720,6 +753,11 @@ fn every_help_shows_an_example() {
         vec!["firmware", "set", "--help"],
         vec!["logs", "--help"],
         vec!["device", "token", "--help"],
+        vec!["device", "list", "--help"],
+        vec!["device-type", "--help"],
+        vec!["device-type", "set", "--help"],
+        vec!["dt", "create", "--help"],
+        vec!["image", "inspect", "--help"],
         vec!["upload", "--help"],
     ] {
         server

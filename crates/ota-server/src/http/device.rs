@@ -59,6 +59,13 @@ async fn check(
     if request.build_number.is_some_and(|n| n < 0) {
         return Err(ApiError::invalid("build_number", "must not be negative"));
     }
+    let reported_secure_version = request
+        .secure_version
+        .map(|n| {
+            u32::try_from(n)
+                .map_err(|_| ApiError::invalid("secure_version", "must be a whole number from 0 to 4294967295"))
+        })
+        .transpose()?;
     charge_request_budget(&state, &device)?;
 
     let current_version = current.to_string();
@@ -68,18 +75,32 @@ async fn check(
         current_version: current_version.clone(),
         build_number: request.build_number,
         channel: channel.to_string(),
+        secure_version: reported_secure_version,
         seen_at: chrono::Utc::now(),
     });
 
     let catalogue = state.catalogue().snapshot().await?;
     let active = catalogue.of_type(device_type.as_str());
-    let facts = DeviceFacts {
+    let mut facts = DeviceFacts {
         device_id: &device.device_id,
         current_version: &current,
         build_number: request.build_number,
         channel: &channel,
+        secure_version: reported_secure_version,
     };
-    let Some(chosen) = select_offer(active.iter().map(|a| &a.candidate), &facts) else {
+    let mut chosen = select_offer(active.iter().map(|a| &a.candidate), &facts);
+    // Anti-rollback: the counter this device reported before still holds when
+    // it does not report one now (or reports a lower one: eFuses only grow).
+    // Read only when an ESP image with a counter is about to be offered, so
+    // the routine no-update answer stays free of database reads.
+    if chosen.is_some_and(|c| c.secure_version.is_some()) {
+        let known = state.store().device_secure_version(device.device_id.as_str()).await?;
+        if known > facts.secure_version {
+            facts.secure_version = known;
+            chosen = select_offer(active.iter().map(|a| &a.candidate), &facts);
+        }
+    }
+    let Some(chosen) = chosen else {
         return Ok((
             Extension(RoutinePoll),
             axum::Json(CheckResponse::NoUpdate(NoUpdate {

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ota_core::OtaStatus;
-use ota_core::wire::Firmware;
+use ota_core::esp::EspImage;
+use ota_core::wire::{Firmware, ImageFormat};
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
 use super::Store;
@@ -26,13 +27,32 @@ struct FirmwareRow {
     is_mandatory: bool,
     rollout_percentage: i64,
     download_count: i64,
+    image_format: String,
+    image_info: Option<String>,
+    version_overridden: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
+impl FirmwareRow {
+    /// The stored image metadata; one that no longer reads (written by a
+    /// newer server, or edited by hand) is left out rather than failing
+    /// every query that touches its row.
+    fn image(&self) -> Option<EspImage> {
+        let json = self.image_info.as_deref()?;
+        serde_json::from_str(json)
+            .inspect_err(|e| tracing::warn!(firmware_id = self.id, error = %e, "unreadable image_info"))
+            .ok()
+    }
+}
+
 impl From<FirmwareRow> for Firmware {
     fn from(row: FirmwareRow) -> Self {
+        let image = row.image();
         Firmware {
+            image_format: ImageFormat::parse(&row.image_format).unwrap_or_default(),
+            image,
+            version_overridden: row.version_overridden,
             id: row.id,
             device_type: row.device_type,
             version: row.version,
@@ -69,6 +89,41 @@ pub struct NewFirmware {
     pub is_stable: bool,
     pub is_mandatory: bool,
     pub rollout_percentage: u8,
+    pub image_format: ImageFormat,
+    /// The parsed ESP-IDF app image, for `esp-app`: kept whole as JSON and
+    /// in columns of its own for the parts that are queried.
+    pub image: Option<EspImage>,
+    /// Whether `version` was given rather than read from the image.
+    pub version_overridden: bool,
+}
+
+/// The columns a parsed image fills, `None` for a raw file.
+#[derive(Debug, Default)]
+struct ImageColumns {
+    chip: Option<String>,
+    project_name: Option<String>,
+    idf_version: Option<String>,
+    secure_version: Option<i64>,
+    validation_hash: Option<String>,
+    app_version: Option<String>,
+    image_info: Option<String>,
+}
+
+impl ImageColumns {
+    fn of(image: Option<&EspImage>) -> Result<Self, sqlx::Error> {
+        let Some(image) = image else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            chip: Some(image.header.chip.clone()),
+            project_name: Some(image.app.project_name.clone()),
+            idf_version: Some(image.app.idf_version.clone()),
+            secure_version: Some(i64::from(image.app.secure_version)),
+            validation_hash: image.validation_hash.clone(),
+            app_version: Some(image.app.version.clone()),
+            image_info: Some(serde_json::to_string(image).map_err(|e| sqlx::Error::Encode(Box::new(e)))?),
+        })
+    }
 }
 
 /// Filters of the admin list.
@@ -95,13 +150,16 @@ pub struct FirmwareChanges {
 impl Store {
     pub async fn insert_firmware(&self, new: &NewFirmware) -> Result<Firmware, sqlx::Error> {
         let new = new.clone();
+        let image = ImageColumns::of(new.image.as_ref())?;
         self.write_firmware(move |pool| async move {
             let now = Utc::now();
             sqlx::query_as::<_, FirmwareRow>(
                 "INSERT INTO firmware (device_type, version, build_number, filename, binary_path, file_size, \
              file_hash, release_notes, min_version, is_stable, is_active, is_mandatory, rollout_percentage, \
-             download_count, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $12, 0, $13, $13) RETURNING *",
+             download_count, created_at, updated_at, image_format, chip, project_name, idf_version, \
+             secure_version, validation_hash, image_info, version_overridden, app_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $12, 0, $13, $13, \
+             $14, $15, $16, $17, $18, $19, $20, $21, $22) RETURNING *",
             )
             .bind(&new.device_type)
             .bind(&new.version)
@@ -116,6 +174,15 @@ impl Store {
             .bind(new.is_mandatory)
             .bind(i64::from(new.rollout_percentage))
             .bind(now)
+            .bind(new.image_format.as_str())
+            .bind(image.chip)
+            .bind(image.project_name)
+            .bind(image.idf_version)
+            .bind(image.secure_version)
+            .bind(image.validation_hash)
+            .bind(image.image_info)
+            .bind(new.version_overridden)
+            .bind(image.app_version)
             .fetch_one(&pool)
             .await
             .map(Firmware::from)

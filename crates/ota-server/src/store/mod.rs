@@ -4,6 +4,7 @@
 //! embedded default. Migrations are embedded in the binary and applied at
 //! start. Queries use `$N` placeholders so they stay portable.
 
+mod device_types;
 mod devices;
 mod firmware;
 mod logs;
@@ -19,6 +20,7 @@ use anyhow::{Context, bail};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use device_types::DeviceTypeValues;
 pub use devices::Sighting;
 pub use firmware::{FirmwareChanges, FirmwareFilter, NewFirmware};
 pub use logs::{DeviceReport, LogFilter, LogWrite, NewLog};
@@ -30,7 +32,8 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite
 pub struct Store {
     pool: SqlitePool,
     description: String,
-    /// Moves on every write to the firmware table, for caches in front of it.
+    /// Moves on every write to the firmware and device type tables, for
+    /// caches in front of them.
     firmware_generation: Arc<AtomicU64>,
 }
 
@@ -74,12 +77,12 @@ impl Store {
         })
     }
 
-    /// A number that changes whenever a firmware record is written.
+    /// A number that changes whenever a firmware or device type record is written.
     pub fn firmware_generation(&self) -> u64 {
         self.firmware_generation.load(Ordering::Acquire)
     }
 
-    /// Runs a write to the firmware table to its end, even if the request
+    /// Runs a write to the firmware (or device type) table to its end, even if the request
     /// that asked for it goes away, and then moves the firmware generation.
     /// (A statement handed to SQLite commits whether or not anyone awaits it;
     /// the generation must move after every commit, or caches keep old rows.)

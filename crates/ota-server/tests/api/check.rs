@@ -201,7 +201,7 @@ async fn check_refuses_invalid_values_with_the_field_named() {
     let token = device_token("tab5-0001");
     for (body, field) in [
         (
-            json!({"device_type": DEVICE_TYPE, "current_version": "1.0"}),
+            json!({"device_type": DEVICE_TYPE, "current_version": "1.0.x"}),
             "current_version",
         ),
         (json!({"device_type": "", "current_version": "1.0.0"}), "device_type"),

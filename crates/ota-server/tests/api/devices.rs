@@ -262,6 +262,25 @@ async fn a_missing_or_invalid_device_type_is_422() {
 }
 
 #[tokio::test]
+async fn a_token_for_an_unknown_device_type_is_422_saying_how_to_create_it() {
+    let app = spawn_app().await;
+
+    let response = app
+        .mint_token("tab5-0001", json!({"device_type": "no_such_product"}))
+        .await;
+
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["field"], "device_type");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/api/ota/admin/device-types"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_field_is_422_rather_than_ignored() {
     let app = spawn_app().await;
 

@@ -9,6 +9,11 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub const DEVICE_TYPE: &str = "scales_bridge_tab5";
+/// A second product, for tests about keeping device types apart.
+pub const OTHER_DEVICE_TYPE: &str = "other_product";
+/// The device types every test server starts with, both `raw`: firmware
+/// can only be uploaded for a device type that exists.
+pub const DEVICE_TYPES: [&str; 2] = [DEVICE_TYPE, OTHER_DEVICE_TYPE];
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 pub const JWT_SECRET: &str = "test-device-jwt-secret-0123456789";
 
@@ -61,6 +66,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let metrics_address = app.metrics_addr().map(|addr| format!("http://{addr}"));
     let state = app.state();
+    create_raw_device_types(state.store(), &DEVICE_TYPES).await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -72,6 +78,19 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         data_dir,
         _shutdown: tx,
+    }
+}
+
+/// Creates each device type as `raw` unless it exists (straight through the
+/// store, so that the tests' own requests are the only ones the server sees).
+pub async fn create_raw_device_types(store: &ota_server::store::Store, names: &[&str]) {
+    for name in names {
+        if store.device_type(name).await.unwrap().is_none() {
+            store
+                .insert_device_type(name, &ota_server::store::DeviceTypeValues::raw())
+                .await
+                .unwrap();
+        }
     }
 }
 

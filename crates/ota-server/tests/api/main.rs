@@ -5,8 +5,10 @@
 mod admin_firmware;
 mod auth;
 mod check;
+mod device_types;
 mod devices;
 mod download;
+mod esp_images;
 mod helpers;
 mod idle;
 mod logs;

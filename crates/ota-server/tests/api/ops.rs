@@ -135,7 +135,13 @@ const CONTRACT: &[(&str, &str)] = &[
     ("patch", "/api/ota/admin/firmware/{id}"),
     ("delete", "/api/ota/admin/firmware/{id}"),
     ("get", "/api/ota/admin/logs"),
+    ("get", "/api/ota/admin/devices"),
+    ("get", "/api/ota/admin/devices/{device_id}"),
     ("post", "/api/ota/admin/devices/{device_id}/token"),
+    ("post", "/api/ota/admin/device-types"),
+    ("get", "/api/ota/admin/device-types"),
+    ("get", "/api/ota/admin/device-types/{name}"),
+    ("patch", "/api/ota/admin/device-types/{name}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -167,7 +173,8 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
         let concrete = path
             .replace("{firmware_id}", "1")
             .replace("{id}", "1")
-            .replace("{device_id}", "tab5-0001");
+            .replace("{device_id}", "tab5-0001")
+            .replace("{name}", DEVICE_TYPE);
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let response = app
             .client

@@ -105,9 +105,22 @@ impl ServerProcess {
         }
     }
 
+    /// Creates the test device type as `raw`, with the test admin token.
+    async fn create_device_type(&self) {
+        let response = reqwest::Client::new()
+            .post(self.url("/api/ota/admin/device-types"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"name": DEVICE_TYPE, "image_format": "raw"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+
     /// Uploads and registers a firmware of `size` bytes, then starts a
     /// device's download of it; returns the bytes and the open response.
     async fn publish_and_start_download(&self, size: usize) -> (Vec<u8>, reqwest::Response) {
+        self.create_device_type().await;
         let client = reqwest::Client::new();
         let bytes = firmware_bytes(size, 6);
         let form = reqwest::multipart::Form::new()
@@ -292,6 +305,7 @@ async fn a_200_mib_upload_keeps_the_servers_memory_flat() {
             ("OTA_MAX_UPLOAD_BYTES", &(300 * MIB).to_string()),
         ],
     );
+    server.create_device_type().await;
     let client = reqwest::Client::new();
     let warm_up = reqwest::multipart::Form::new()
         .text("device_type", DEVICE_TYPE)
@@ -489,6 +503,7 @@ async fn a_minted_device_token_is_logged_by_its_jti_and_never_itself() {
         data_dir.path(),
         &[("OTA_ADMIN_TOKEN", ADMIN_TOKEN), ("RUST_LOG", "debug")],
     );
+    server.create_device_type().await;
 
     let response = reqwest::Client::new()
         .post(server.url("/api/ota/admin/devices/tab5-0001/token"))

@@ -255,8 +255,29 @@ pub async fn admin(
     Ok((head.status, serde_json::from_slice(&answer).unwrap_or_default()))
 }
 
-/// Uploads and registers a stable firmware; returns its id.
+/// Creates the benchmark's device type as `raw` (the server takes firmware
+/// only for device types that exist); one that exists already is fine.
+pub async fn ensure_device_type(addr: SocketAddr) -> anyhow::Result<()> {
+    let body = format!(r#"{{"name":"{DEVICE_TYPE}","image_format":"raw"}}"#);
+    let (status, answer) = admin(
+        addr,
+        "POST",
+        "/api/ota/admin/device-types",
+        Some("application/json"),
+        Some(body.as_bytes()),
+    )
+    .await?;
+    anyhow::ensure!(
+        status == 201 || status == 409,
+        "creating the device type {DEVICE_TYPE} answered {status}: {answer}"
+    );
+    Ok(())
+}
+
+/// Uploads and registers a stable firmware of the benchmark's device type
+/// (created first if need be); returns its id.
 pub async fn publish(addr: SocketAddr, version: &str, bytes: &[u8]) -> anyhow::Result<i64> {
+    ensure_device_type(addr).await?;
     let boundary = "ota-sim-bench-boundary-7d1e";
     let mut body = Vec::with_capacity(bytes.len() + 1024);
     for (name, value) in [

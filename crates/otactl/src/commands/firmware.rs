@@ -1,172 +1,13 @@
-//! `otactl firmware …`: upload, register, list, show, promote, set,
-//! deactivate, activate.
+//! `otactl firmware …`: list, show, promote, set, deactivate, activate
+//! (upload and register are in `publish`).
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, check_device_type, check_version, read_notes};
-use crate::cli::{ListArgs, Notes, RegisterArgs, SetArgs, UploadArgs};
+use super::{Ctx, check_version, read_notes};
+use crate::cli::{ListArgs, SetArgs};
+use crate::esp;
 use crate::failure::{Failure, Result};
 use crate::output::{self, print_json};
-use crate::upload;
-
-/// Uploads the file, checks that the server stored exactly what was sent,
-/// and only then, with `--register`, registers it with the local hash
-/// (which the server checks again).
-pub fn upload(ctx: &Ctx, args: UploadArgs) -> Result<()> {
-    check_device_type(&args.device_type)?;
-    check_version("--version", &args.version)?;
-    if let Some(version) = &args.min_version {
-        check_version("--min-version", version)?;
-    }
-    let notes = read_notes(&Notes {
-        notes: args.notes.clone(),
-        notes_file: args.notes_file.clone(),
-    })?;
-    upload::check_file(&args.file)?;
-    let api = ctx.api()?;
-    // A wrong token or path prefix is refused here, before the file is
-    // sent: a server refusing in the middle of a large body only shows up
-    // as a broken connection.
-    api.get("/api/ota/admin/firmware", &[("limit", "1".into())])?;
-
-    let fields = [
-        ("device_type", args.device_type.clone()),
-        ("version", args.version.clone()),
-    ];
-    let (mut answer, sent) = upload::upload(&api, &args.file, &fields, !args.no_progress)?;
-    if !ctx.json() {
-        println!(
-            "Uploaded {} ({}, sha256 {}): the server's hash matches.",
-            output::text(&answer["binary_path"]),
-            output::bytes(sent.size as i64),
-            sent.sha256
-        );
-    }
-    if args.register {
-        let registration = Registration {
-            device_type: &args.device_type,
-            version: &args.version,
-            filename: answer["filename"].as_str().unwrap_or_default().to_owned(),
-            file_hash: sent.sha256.clone(),
-            file_size: Some(sent.size),
-            build_number: args.build_number,
-            notes,
-            min_version: args.min_version.clone(),
-            stable: args.stable,
-            mandatory: args.mandatory,
-            rollout: args.rollout,
-        };
-        let firmware = api.post("/api/ota/admin/firmware", &registration.body()).inspect_err(|_| {
-            eprintln!(
-                "The file is uploaded but not registered; once fixed, run: otactl firmware register -t {} -v {} --file {}",
-                args.device_type,
-                args.version,
-                args.file.display()
-            );
-        })?;
-        answer["firmware"] = firmware;
-    }
-
-    if ctx.json() {
-        print_json(&answer);
-        return Ok(());
-    }
-    match answer.get("firmware") {
-        Some(firmware) => {
-            println!(
-                "Registered firmware {}: stable {}, rollout {} %, mandatory {}.",
-                firmware["id"],
-                output::text(&firmware["is_stable"]),
-                firmware["rollout_percentage"],
-                output::text(&firmware["is_mandatory"]),
-            );
-            if firmware["is_stable"] != true {
-                println!("Next: otactl firmware promote {}", firmware["id"]);
-            }
-        }
-        None => println!(
-            "Not registered yet. Next: otactl firmware register -t {} -v {} --file {}",
-            args.device_type,
-            args.version,
-            args.file.display()
-        ),
-    }
-    Ok(())
-}
-
-/// The body of `POST /api/ota/admin/firmware`.
-struct Registration<'a> {
-    device_type: &'a str,
-    version: &'a str,
-    filename: String,
-    file_hash: String,
-    file_size: Option<u64>,
-    build_number: Option<i64>,
-    notes: Option<String>,
-    min_version: Option<String>,
-    stable: bool,
-    mandatory: bool,
-    rollout: Option<u8>,
-}
-
-impl Registration<'_> {
-    fn body(&self) -> Value {
-        json!({
-            "device_type": self.device_type,
-            "version": self.version,
-            "build_number": self.build_number,
-            "filename": self.filename,
-            "file_hash": self.file_hash,
-            "file_size": self.file_size,
-            "release_notes": self.notes,
-            "min_version": self.min_version,
-            "is_stable": self.stable,
-            "is_mandatory": self.mandatory,
-            "rollout_percentage": self.rollout.unwrap_or(100),
-        })
-    }
-}
-
-pub fn register(ctx: &Ctx, args: RegisterArgs) -> Result<()> {
-    check_device_type(&args.device_type)?;
-    check_version("--version", &args.version)?;
-    if let Some(version) = &args.min_version {
-        check_version("--min-version", version)?;
-    }
-    let (file_hash, file_size) = match (&args.file, &args.hash) {
-        (Some(path), _) => {
-            let local = upload::hash_file(path)?;
-            (local.sha256, Some(local.size))
-        }
-        (None, Some(hash)) => {
-            ota_core::Sha256Hex::parse(hash).map_err(|e| Failure::usage(format!("--hash: {e}")))?;
-            (hash.clone(), None)
-        }
-        (None, None) => return Err(Failure::usage("give --file or --hash")),
-    };
-    let version = ota_core::Version::parse(&args.version).map_err(|e| Failure::usage(format!("--version: {e}")))?;
-    let registration = Registration {
-        device_type: &args.device_type,
-        version: &args.version,
-        filename: args.filename.clone().unwrap_or_else(|| version.file_name()),
-        file_hash,
-        file_size,
-        build_number: args.build_number,
-        notes: read_notes(&args.notes)?,
-        min_version: args.min_version.clone(),
-        stable: args.stable,
-        mandatory: args.mandatory,
-        rollout: args.rollout,
-    };
-    let firmware = ctx.api()?.post("/api/ota/admin/firmware", &registration.body())?;
-    if ctx.json() {
-        print_json(&firmware);
-    } else {
-        println!("Registered firmware {}.", firmware["id"]);
-        print!("{}", describe(&firmware));
-    }
-    Ok(())
-}
 
 pub fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
     let mut query = vec![("limit", args.limit.to_string()), ("offset", args.offset.to_string())];
@@ -193,6 +34,7 @@ pub fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
                 output::text(&f["device_type"]),
                 output::text(&f["version"]),
                 output::text(&f["build_number"]),
+                output::text(&f["image"]["app"]["secure_version"]),
                 output::bytes(f["file_size"].as_i64().unwrap_or(0)),
                 output::text(&f["is_stable"]),
                 output::text(&f["is_active"]),
@@ -211,6 +53,7 @@ pub fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
                 "DEVICE TYPE",
                 "VERSION",
                 "BUILD",
+                "SECURE",
                 "SIZE",
                 "STABLE",
                 "ACTIVE",
@@ -222,7 +65,7 @@ pub fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
             &rows,
         )
     );
-    page_note(&page, args.offset, items.len());
+    output::page_note(&page, args.offset, items.len());
     Ok(())
 }
 
@@ -311,13 +154,14 @@ fn firmware_path(id: i64) -> String {
 
 /// A firmware record as `key  value` lines, with its counts per status
 /// when the answer has them.
-fn describe(f: &Value) -> String {
+pub fn describe(f: &Value) -> String {
     let mut pairs = vec![
         ("id", output::text(&f["id"])),
         ("device type", output::text(&f["device_type"])),
         ("version", output::text(&f["version"])),
         ("build", output::text(&f["build_number"])),
         ("file", output::text(&f["binary_path"])),
+        ("image format", output::text(&f["image_format"])),
         (
             "size",
             format!(
@@ -344,8 +188,20 @@ fn describe(f: &Value) -> String {
             .collect();
         pairs.push(("attempts", counts.join(", ")));
     }
+    if f["version_overridden"] == true {
+        pairs.push((
+            "version overridden",
+            format!(
+                "yes: the image's app descriptor says '{}'",
+                output::text(&f["image"]["app"]["version"])
+            ),
+        ));
+    }
     let notes = output::text(&f["release_notes"]);
     let mut text = output::fields(&pairs);
+    if !f["image"].is_null() {
+        text.push_str(&esp::section("image:", &esp::fields(&f["image"])));
+    }
     if notes != "-" {
         text.push_str("release notes:\n");
         for line in notes.lines() {
@@ -353,21 +209,4 @@ fn describe(f: &Value) -> String {
         }
     }
     text
-}
-
-/// Tells a human that the list goes on, and how to see more.
-pub fn page_note(page: &Value, offset: i64, shown: usize) {
-    let total = page["total"].as_i64().unwrap_or(0);
-    if shown == 0 && total == 0 {
-        eprintln!("Nothing matches.");
-    } else if shown == 0 {
-        eprintln!("Nothing at offset {offset}: {total} match.");
-    } else if offset + (shown as i64) < total {
-        eprintln!(
-            "Showing {}-{} of {total}; see more with --offset {}.",
-            offset + 1,
-            offset + shown as i64,
-            offset + shown as i64
-        );
-    }
 }

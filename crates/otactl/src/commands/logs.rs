@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::Ctx;
-use super::firmware::page_note;
 use crate::api::Api;
 use crate::cli::LogsArgs;
 use crate::failure::{Failure, Result};
@@ -59,7 +58,7 @@ pub fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
     let items = output::items(&page)?;
     let rows: Vec<Vec<String>> = items.iter().map(row).collect();
     print!("{}", output::table(&HEADERS, &rows));
-    page_note(&page, args.offset, items.len());
+    output::page_note(&page, args.offset, items.len());
     Ok(())
 }
 

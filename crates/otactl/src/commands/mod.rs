@@ -2,9 +2,12 @@
 //! with `--json`, the API's answer.
 
 mod device;
+mod device_type;
 mod firmware;
+mod image;
 mod login;
 mod logs;
+mod publish;
 mod status;
 
 use std::path::PathBuf;
@@ -13,15 +16,15 @@ use clap::CommandFactory;
 use url::Url;
 
 use crate::api::Api;
-use crate::cli::{Cli, Command, DeviceCommand, FirmwareCommand, Global};
+use crate::cli::{Cli, Command, DeviceCommand, DeviceTypeCommand, FirmwareCommand, Global, ImageCommand};
 use crate::config::{self, AdminToken, ConfigFile};
 use crate::failure::{Failure, Result};
 
 pub fn dispatch(cli: Cli) -> Result<()> {
     let ctx = Ctx { global: cli.global };
     match cli.command {
-        Command::Firmware(FirmwareCommand::Upload(args)) | Command::Upload(args) => firmware::upload(&ctx, args),
-        Command::Firmware(FirmwareCommand::Register(args)) | Command::Register(args) => firmware::register(&ctx, args),
+        Command::Firmware(FirmwareCommand::Upload(args)) | Command::Upload(args) => publish::upload(&ctx, args),
+        Command::Firmware(FirmwareCommand::Register(args)) | Command::Register(args) => publish::register(&ctx, args),
         Command::Firmware(FirmwareCommand::List(args)) | Command::List(args) => firmware::list(&ctx, args),
         Command::Firmware(FirmwareCommand::Show(args)) => firmware::show(&ctx, args.id),
         Command::Firmware(FirmwareCommand::Promote(args)) => firmware::promote(&ctx, args.id),
@@ -29,7 +32,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Firmware(FirmwareCommand::Deactivate(args)) => firmware::deactivate(&ctx, args.id),
         Command::Firmware(FirmwareCommand::Activate(args)) => firmware::activate(&ctx, args.id),
         Command::Logs(args) => logs::logs(&ctx, args),
+        Command::DeviceType(DeviceTypeCommand::Create(args)) => device_type::create(&ctx, args),
+        Command::DeviceType(DeviceTypeCommand::List(args)) => device_type::list(&ctx, args),
+        Command::DeviceType(DeviceTypeCommand::Show(args)) => device_type::show(&ctx, &args.name),
+        Command::DeviceType(DeviceTypeCommand::Set(args)) => device_type::set(&ctx, args),
+        Command::Device(DeviceCommand::List(args)) => device::list(&ctx, args),
+        Command::Device(DeviceCommand::Show(args)) => device::show(&ctx, &args.device_id),
         Command::Device(DeviceCommand::Token(args)) => device::token(&ctx, args),
+        Command::Image(ImageCommand::Inspect(args)) => image::inspect(&ctx, args),
         Command::Status => status::status(&ctx),
         Command::Login(args) => login::login(&ctx, args),
         Command::Logout => login::logout(&ctx),

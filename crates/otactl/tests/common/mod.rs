@@ -13,6 +13,9 @@ use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "cli-test-admin-token-5b0e7d21c94f3a68";
 pub const DEVICE_TYPE: &str = "scales_bridge_tab5";
+/// The device types every test server starts with, as `raw`: the server
+/// takes firmware only for device types that exist.
+pub const DEVICE_TYPES: [&str; 2] = [DEVICE_TYPE, "other_type"];
 
 /// A running `ota-server serve`, stopped when dropped.
 pub struct Server {
@@ -66,12 +69,26 @@ impl Server {
                 .and_then(|event| event["listen"].as_str().map(str::to_owned));
             if let Some(listen) = listen {
                 server.url = format!("http://{listen}");
+                for name in DEVICE_TYPES {
+                    server.create_raw_device_type(name);
+                }
                 return server;
             }
             assert!(server.child.try_wait().unwrap().is_none(), "ota-server exited:\n{text}");
             assert!(Instant::now() < deadline, "ota-server did not start:\n{text}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// `POST /api/ota/admin/device-types` for a `raw` type, which must answer 201.
+    pub fn create_raw_device_type(&self, name: &str) {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/api/ota/admin/device-types", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"name": name, "image_format": "raw"}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201, "creating the device type {name}");
     }
 
     /// `otactl` with this server and the admin token in the environment.

@@ -1,18 +1,22 @@
-//! `POST /api/ota/admin/devices/{device_id}/token`: mints a device token.
+//! The device inventory (`GET /api/ota/admin/devices`, `.../{device_id}`)
+//! and `POST /api/ota/admin/devices/{device_id}/token`, which mints a device token.
 
 use std::ops::RangeInclusive;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use chrono::TimeDelta;
-use ota_core::wire::{DeviceToken, DeviceTokenRequest, Problem};
+use ota_core::wire::{DeviceRecord, DeviceToken, DeviceTokenRequest, Page, Problem};
 use ota_core::{DeviceId, DeviceType};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::page_bounds;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{AdminAuth, Json, Path};
+use crate::http::extract::{AdminAuth, Json, Path, Query};
 use crate::state::AppState;
 use crate::tokens::jwt_algorithm_name;
 
@@ -31,7 +35,77 @@ type Created = (
 );
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(issue_device_token))
+    OpenApiRouter::new()
+        .routes(routes!(list_devices))
+        .routes(routes!(get_device))
+        .routes(routes!(issue_device_token))
+}
+
+/// Filter and page of the inventory.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeviceQuery {
+    device_type: Option<String>,
+    /// 1 to 500, default 50.
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// Lists the devices that have checked in, by device id.
+///
+/// What each device last reported: version, channel, the highest
+/// anti-rollback counter (`secure_version`) it has reported, and the status
+/// of its latest update attempt. Check-ins are written in batches about once
+/// a second, so a device appears shortly after its first check.
+#[utoipa::path(
+    get,
+    path = "/api/ota/admin/devices",
+    tag = "admin",
+    params(DeviceQuery),
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 200, description = "A page of devices", body = Page<DeviceRecord>),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_devices(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Query(query): Query<DeviceQuery>,
+) -> ApiResult<axum::Json<Page<DeviceRecord>>> {
+    let (limit, offset) = page_bounds(query.limit, query.offset)?;
+    let (items, total) = state
+        .store()
+        .list_devices(query.device_type.as_deref(), limit, offset)
+        .await?;
+    Ok(axum::Json(Page { items, total }))
+}
+
+/// One device of the inventory.
+#[utoipa::path(
+    get,
+    path = "/api/ota/admin/devices/{device_id}",
+    tag = "admin",
+    params(("device_id" = String, Path, description = "The device's id")),
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 200, description = "The device", body = DeviceRecord),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No device with this id has checked in", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_device(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(device_id): Path<String>,
+) -> ApiResult<axum::Json<DeviceRecord>> {
+    state.store().device(&device_id).await?.map(axum::Json).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no device '{}' has checked in",
+            device_id.chars().take(128).collect::<String>()
+        ))
+    })
 }
 
 /// Mints a token for one device.
@@ -61,7 +135,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "This server only verifies device tokens: a public key is configured without a private key", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "An invalid device_id, a missing or invalid device_type, a ttl_seconds out of range, or an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid device_id, a missing, invalid or unknown device_type, a ttl_seconds out of range, or an unknown field", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -81,6 +155,8 @@ async fn issue_device_token(
     })?;
     let device_id = DeviceId::parse(&device_id).map_err(|e| ApiError::invalid("device_id", e))?;
     let (device_type, ttl) = parse_request(&body)?;
+    // A token for a type the server does not know would never be offered anything.
+    super::device_types::known_device_type(&state, &device_type).await?;
 
     let issued = issuer.issue(&device_id, &device_type, ttl)?;
 

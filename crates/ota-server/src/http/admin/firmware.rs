@@ -4,7 +4,8 @@ use std::cmp::Reverse;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use ota_core::wire::{Firmware, FirmwareDetail, FirmwarePatch, Page, Problem, RegisterFirmware};
+use ota_core::esp::EspImage;
+use ota_core::wire::{Firmware, FirmwareDetail, FirmwarePatch, ImageFormat, Page, Problem, RegisterFirmware};
 use ota_core::{DeviceType, FileName, Percent, Sha256Hex, Version};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -12,6 +13,8 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::device_types::known_device_type;
+use super::image_check::check_file;
 use super::page_bounds;
 use crate::blobs::Blobs;
 use crate::http::error::{ApiError, ApiResult};
@@ -26,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The checked, optional parts of a new record.
+#[derive(Debug, Default)]
 pub struct NewRecord {
     pub build_number: Option<i64>,
     pub release_notes: Option<String>,
@@ -33,6 +37,9 @@ pub struct NewRecord {
     pub is_stable: bool,
     pub is_mandatory: bool,
     pub rollout: Percent,
+    pub image_format: ImageFormat,
+    pub image: Option<EspImage>,
+    pub version_overridden: bool,
 }
 
 /// Inserts a record for a stored file; a duplicate (device_type, version) is 409.
@@ -58,6 +65,9 @@ pub async fn create_record(
         is_stable: record.is_stable,
         is_mandatory: record.is_mandatory,
         rollout_percentage: record.rollout.get(),
+        image_format: record.image_format,
+        image: record.image,
+        version_overridden: record.version_overridden,
     };
     match state.store().insert_firmware(&new).await {
         Ok(firmware) => {
@@ -98,10 +108,15 @@ async fn register_firmware(
     Json(request): Json<RegisterFirmware>,
 ) -> ApiResult<(StatusCode, axum::Json<Firmware>)> {
     let device_type = DeviceType::parse(&request.device_type).map_err(|e| ApiError::invalid("device_type", e))?;
-    let version = Version::parse(&request.version).map_err(|e| ApiError::invalid("version", e))?;
+    let version = request
+        .version
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| Version::parse(v).map_err(|e| ApiError::invalid("version", e)))
+        .transpose()?;
     let filename = FileName::parse(&request.filename).map_err(|e| ApiError::invalid("filename", e))?;
     let claimed_hash = Sha256Hex::parse(&request.file_hash).map_err(|e| ApiError::invalid("file_hash", e))?;
-    let record = NewRecord {
+    let mut record = NewRecord {
         build_number: check_build_number(request.build_number)?,
         release_notes: request.release_notes,
         min_version: request
@@ -113,9 +128,11 @@ async fn register_firmware(
         is_mandatory: request.is_mandatory.unwrap_or(false),
         rollout: Percent::parse(request.rollout_percentage.unwrap_or(100))
             .map_err(|e| ApiError::invalid("rollout_percentage", e))?,
+        ..NewRecord::default()
     };
 
     let _publishing = state.publish_lock().lock().await;
+    let known = known_device_type(&state, &device_type).await?;
     let blobs = state.blobs();
     let binary_path = Blobs::relative_path(&device_type, &filename);
     if blobs.size_of(&device_type, &filename).await?.is_none() {
@@ -124,7 +141,8 @@ async fn register_firmware(
             format!("no uploaded file at {binary_path}"),
         ));
     }
-    let (actual_hash, actual_size) = blobs.digest_of(&device_type, &filename).await?;
+    let inspected = blobs.inspect(&device_type, &filename).await?;
+    let (actual_hash, actual_size) = (inspected.sha256, inspected.size);
     if actual_hash != claimed_hash {
         return Err(ApiError::invalid(
             "file_hash",
@@ -142,6 +160,12 @@ async fn register_firmware(
     if actual_size == 0 {
         return Err(ApiError::invalid("filename", "the stored file is empty"));
     }
+    let override_version = request.override_version.unwrap_or(false);
+    let checked = check_file(&known, inspected.image, actual_size, version, override_version)?;
+    let version = checked.version;
+    record.image_format = checked.image_format;
+    record.image = checked.image;
+    record.version_overridden = checked.version_overridden;
     let firmware = create_record(
         &state,
         &device_type,
@@ -153,6 +177,30 @@ async fn register_firmware(
     )
     .await?;
     Ok((StatusCode::CREATED, axum::Json(firmware)))
+}
+
+/// A build being reactivated must fit its device type's rules as they are
+/// now: they may have changed since it was deactivated (409 otherwise).
+async fn ensure_still_fits(state: &AppState, id: i64) -> ApiResult<()> {
+    let store = state.store();
+    let firmware = store.firmware(id).await?.ok_or_else(|| no_firmware(id))?;
+    let Some(device_type) = store.device_type(&firmware.device_type).await? else {
+        return Ok(());
+    };
+    let Some(rules) = device_type.image_rules() else {
+        return Ok(());
+    };
+    let why = match &firmware.image {
+        None => "it was stored as raw, without ESP image metadata; upload the image again".to_owned(),
+        Some(image) => match rules.check(image) {
+            Ok(()) => return Ok(()),
+            Err(misfit) => misfit.to_string(),
+        },
+    };
+    Err(ApiError::Conflict(format!(
+        "firmware {id} cannot be reactivated: {} now checks images, and {why}",
+        firmware.device_type
+    )))
 }
 
 /// Filters and page of the firmware list.
@@ -259,6 +307,7 @@ const IMMUTABLE: &[&str] = &[
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such firmware", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Reactivating a build that its device type's image rules now refuse", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An immutable or unknown field, or an invalid value", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -270,6 +319,12 @@ async fn update_firmware(
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<axum::Json<Firmware>> {
     let changes = parse_changes(&body)?;
+    // Under the publication lock: a device type's rules cannot change
+    // between the check of a reactivated build and its reactivation.
+    let _publishing = state.publish_lock().lock().await;
+    if changes.is_active == Some(true) {
+        ensure_still_fits(&state, id).await?;
+    }
     let updated = state
         .store()
         .update_firmware(id, &changes)

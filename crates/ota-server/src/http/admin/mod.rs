@@ -1,7 +1,9 @@
-//! Firmware management and device tokens, behind the admin token.
+//! Device types, firmware management and device tokens, behind the admin token.
 
+mod device_types;
 mod devices;
 mod firmware;
+mod image_check;
 mod logs;
 mod upload;
 
@@ -11,6 +13,7 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .merge(device_types::router())
         .merge(upload::router())
         .merge(firmware::router())
         .merge(logs::router())

@@ -9,7 +9,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::device_types::known_device_type;
 use super::firmware::{NewRecord, create_record};
+use super::image_check::check_file;
 use crate::blobs::{Blobs, FinishedUpload};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::AdminAuth;
@@ -35,7 +37,13 @@ struct UploadForm {
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
     file: Vec<u8>,
     device_type: String,
-    version: String,
+    /// Required for a raw device type. For an `esp-app` one, leave it out to
+    /// use the image's own (`esp_app_desc_t.version`, read as docs/esp-images.md
+    /// says); when given, it must agree with the image's.
+    version: Option<String>,
+    /// Keep `version` even though the image says another (default false);
+    /// recorded on the firmware as `version_overridden`.
+    override_version: Option<bool>,
     build_number: Option<i64>,
     release_notes: Option<String>,
     min_version: Option<String>,
@@ -53,6 +61,7 @@ struct UploadForm {
 struct TextFields {
     device_type: Option<String>,
     version: Option<String>,
+    override_version: Option<String>,
     build_number: Option<String>,
     release_notes: Option<String>,
     min_version: Option<String>,
@@ -115,6 +124,7 @@ async fn upload(
             }
             "device_type" => &mut text.device_type,
             "version" => &mut text.version,
+            "override_version" => &mut text.override_version,
             "build_number" => &mut text.build_number,
             "release_notes" => &mut text.release_notes,
             "min_version" => &mut text.min_version,
@@ -134,9 +144,15 @@ async fn upload(
 
     let device_type = required(&text.device_type, "device_type")?;
     let device_type = DeviceType::parse(device_type).map_err(|e| ApiError::invalid("device_type", e))?;
-    let version = Version::parse(required(&text.version, "version")?).map_err(|e| ApiError::invalid("version", e))?;
+    let version = text
+        .version
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| Version::parse(v).map_err(|e| ApiError::invalid("version", e)))
+        .transpose()?;
+    let override_version = parse_bool(text.override_version.as_deref(), "override_version")?.unwrap_or(false);
     let register = parse_bool(text.register.as_deref(), "register")?.unwrap_or(false);
-    let record = NewRecord {
+    let mut record = NewRecord {
         build_number: parse_build_number(text.build_number.as_deref())?,
         release_notes: text.release_notes.filter(|notes| !notes.is_empty()),
         min_version: text
@@ -148,16 +164,25 @@ async fn upload(
         is_stable: parse_bool(text.is_stable.as_deref(), "is_stable")?.unwrap_or(false),
         is_mandatory: parse_bool(text.is_mandatory.as_deref(), "is_mandatory")?.unwrap_or(false),
         rollout: parse_rollout(text.rollout_percentage.as_deref())?,
+        ..NewRecord::default()
     };
     let file = file.ok_or_else(|| ApiError::invalid("file", "a file is required"))?;
     if file.size == 0 {
         return Err(ApiError::invalid("file", "the file is empty"));
     }
+
+    // Under the lock, so that a device type's rules cannot change between
+    // the check and the publication.
+    let _publishing = state.publish_lock().lock().await;
+    let known = known_device_type(&state, &device_type).await?;
+    let checked = check_file(&known, file.image.clone(), file.size, version, override_version)?;
+    let version = checked.version;
+    record.image_format = checked.image_format;
+    record.image = checked.image;
+    record.version_overridden = checked.version_overridden;
     let filename = FileName::parse(&version.file_name()).map_err(|e| ApiError::invalid("version", e))?;
     let binary_path = Blobs::relative_path(&device_type, &filename);
     let (file_size, file_hash) = (file.size as i64, file.sha256.clone());
-
-    let _publishing = state.publish_lock().lock().await;
     let store = state.store();
     if let Some(existing) = store
         .firmware_by_version(device_type.as_str(), &version.to_string())
@@ -176,6 +201,8 @@ async fn upload(
     state.blobs().publish(file, &device_type, &filename).await?;
     tracing::info!(%binary_path, file_size, file_hash = %file_hash, "stored an upload");
 
+    let (image_format, image, version_overridden) =
+        (record.image_format, record.image.clone(), record.version_overridden);
     let firmware = if register {
         Some(create_record(&state, &device_type, &version, &filename, file_size, &file_hash, record).await?)
     } else {
@@ -188,6 +215,10 @@ async fn upload(
             binary_path,
             file_size,
             file_hash: file_hash.to_string(),
+            version: Some(version.to_string()),
+            image_format,
+            image,
+            version_overridden,
             firmware,
         }),
     ))
