@@ -190,6 +190,34 @@ impl Store {
         .await
     }
 
+    /// Records what a stored file turned out to be when its device type
+    /// started checking images: the firmware becomes `esp-app` with the
+    /// image's metadata. Everything else about the record stays.
+    pub async fn adopt_image(&self, id: i64, image: &EspImage, version_overridden: bool) -> Result<(), sqlx::Error> {
+        let columns = ImageColumns::of(Some(image))?;
+        self.write_firmware(move |pool| async move {
+            sqlx::query(
+                "UPDATE firmware SET image_format = 'esp-app', chip = $2, project_name = $3, idf_version = $4, \
+                 secure_version = $5, validation_hash = $6, image_info = $7, app_version = $8, \
+                 version_overridden = $9, updated_at = $10 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(columns.chip)
+            .bind(columns.project_name)
+            .bind(columns.idf_version)
+            .bind(columns.secure_version)
+            .bind(columns.validation_hash)
+            .bind(columns.image_info)
+            .bind(columns.app_version)
+            .bind(version_overridden)
+            .bind(Utc::now())
+            .execute(&pool)
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
     pub async fn firmware(&self, id: i64) -> Result<Option<Firmware>, sqlx::Error> {
         sqlx::query_as::<_, FirmwareRow>("SELECT * FROM firmware WHERE id = $1")
             .bind(id)

@@ -372,7 +372,10 @@ async fn a_type_with_active_raw_firmware_cannot_become_an_esp_app() {
     let problem = assert_problem(refused, StatusCode::CONFLICT).await;
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains(&format!("firmware {id} (1.1.0)")), "{detail}");
-    assert!(detail.contains("raw") && detail.contains("Deactivate"), "{detail}");
+    assert!(
+        detail.contains("not an ESP app image") && detail.contains("Deactivate"),
+        "{detail}"
+    );
     assert_eq!(app.device_type(DEVICE_TYPE).await["image_format"], "raw");
 
     app.admin_delete(&format!("/api/ota/admin/firmware/{id}")).await;

@@ -433,3 +433,56 @@ async fn a_build_the_rules_now_refuse_cannot_be_reactivated() {
         .await;
     assert_eq!(allowed.status(), StatusCode::OK, "other changes still go through");
 }
+
+#[tokio::test]
+async fn switching_a_raw_type_to_esp_app_adopts_stored_files_that_are_fitting_images() {
+    let app = spawn_app().await;
+    // Before device types checked images: a real Tab5 build stored as raw.
+    let bytes = tab5_build("v1.1.0").secure_version(3).image();
+    let response = upload_image(
+        &app,
+        bytes,
+        &[("version", "1.1.0"), ("register", "true"), ("is_stable", "true")],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id = response.json::<Value>().await.unwrap()["firmware"]["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(app.firmware(id).await["image"], Value::Null);
+
+    tab5_checks_images(&app).await;
+
+    let adopted = app.firmware(id).await;
+    assert_eq!(adopted["image_format"], "esp-app");
+    assert_eq!(adopted["image"]["header"]["chip"], "esp32p4");
+    assert_eq!(adopted["image"]["app"]["secure_version"], 3);
+    assert_eq!(adopted["version_overridden"], false);
+    // Its counter now counts: a device at 4 is not offered it.
+    assert_eq!(check_with(&app, "tab5-0001", Some(4)).await["update_available"], false);
+    assert_eq!(check_with(&app, "tab5-0002", Some(3)).await["firmware_id"], id);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_image_metadata() {
+    let app = spawn_app().await;
+    let document = app.get_json("/api/openapi.json").await;
+    let schemas = &document["components"]["schemas"];
+    for name in [
+        "EspImage",
+        "ImageHeader",
+        "AppDescriptor",
+        "Signature",
+        "DeviceTypeRecord",
+        "DeviceRecord",
+    ] {
+        assert!(schemas[name].is_object(), "no {name} schema");
+    }
+    let firmware = &schemas["Firmware"]["properties"];
+    assert!(
+        firmware["image"].is_object() && firmware["image_format"].is_object(),
+        "{firmware}"
+    );
+    assert!(schemas["CheckRequest"]["properties"]["secure_version"].is_object());
+    assert!(schemas["AppDescriptor"]["properties"]["secure_version"].is_object());
+}

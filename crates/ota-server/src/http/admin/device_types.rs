@@ -3,9 +3,11 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use ota_core::DeviceType;
-use ota_core::esp::{Chip, ChipRevision};
+use std::collections::HashMap;
+
+use ota_core::esp::{Chip, ChipRevision, EspImage};
 use ota_core::wire::{DeviceTypePatch, DeviceTypeRecord, Firmware, ImageFormat, NewDeviceType, Page, Problem};
+use ota_core::{DeviceType, FileName, Version};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::IntoParams;
@@ -256,16 +258,23 @@ async fn update_device_type(
     if let Some(rules) = changed.image_rules()
         && current.image_rules().as_ref() != Some(&rules)
     {
-        let active = store
+        let mut active = store
             .list_firmware(&FirmwareFilter {
                 device_type: Some(name.clone()),
                 is_active: Some(true),
                 is_stable: None,
             })
             .await?;
-        let misfits = misfits(&active, |image| rules.check(image).err().map(|m| m.to_string()));
+        let (adopted, unreadable) = read_stored_images(&state, &mut active).await?;
+        let misfits = misfits(&active, &unreadable, |image| {
+            rules.check(image).err().map(|m| m.to_string())
+        });
         if !misfits.is_empty() {
             return Err(refusal(&name, &misfits));
+        }
+        for (id, image, version_overridden) in adopted {
+            store.adopt_image(id, &image, version_overridden).await?;
+            tracing::info!(firmware_id = id, "adopted a stored file's ESP image metadata");
         }
     }
     let record = store
@@ -339,15 +348,58 @@ fn check_consistent(values: &DeviceTypeValues) -> ApiResult<()> {
 /// The active firmware a device type's new rules would refuse, with why:
 /// `check` says why an image does not fit; a record without image
 /// metadata never fits.
+/// Reads the stored file of each active firmware that was stored as raw
+/// (before its device type checked images) as an ESP app image, so that a
+/// fleet's firmware can move to `esp-app` without being uploaded again.
+/// Fills in `image` where the file is one, and answers what to adopt
+/// (firmware id, image, whether its version differs from the image's) and
+/// why the other files are not images.
+async fn read_stored_images(
+    state: &AppState,
+    active: &mut [Firmware],
+) -> ApiResult<(Vec<(i64, EspImage, bool)>, HashMap<i64, String>)> {
+    let (mut adopted, mut unreadable) = (Vec::new(), HashMap::new());
+    for firmware in active.iter_mut().filter(|f| f.image.is_none()) {
+        let parsed = match (
+            DeviceType::parse(&firmware.device_type),
+            FileName::parse(&firmware.filename),
+        ) {
+            (Ok(device_type), Ok(file)) => state.blobs().inspect(&device_type, &file).await?.image,
+            _ => {
+                unreadable.insert(firmware.id, "its stored file cannot be named".to_owned());
+                continue;
+            }
+        };
+        match parsed {
+            Ok(image) => {
+                let overridden = Version::from_app_descriptor(&image.app.version)
+                    .map_or(true, |described| described.to_string() != firmware.version);
+                adopted.push((firmware.id, image.clone(), overridden));
+                firmware.image = Some(image);
+            }
+            Err(e) => {
+                unreadable.insert(firmware.id, format!("its stored file is not an ESP app image ({e})"));
+            }
+        }
+    }
+    Ok((adopted, unreadable))
+}
+
 fn misfits(
     active: &[Firmware],
-    check: impl Fn(&ota_core::esp::EspImage) -> Option<String>,
+    unreadable: &HashMap<i64, String>,
+    check: impl Fn(&EspImage) -> Option<String>,
 ) -> Vec<(i64, String, String)> {
     let mut found: Vec<(i64, String, String)> = active
         .iter()
         .filter_map(|firmware| {
             let why = match &firmware.image {
-                None => Some("it was stored as raw, without ESP image metadata".to_owned()),
+                None => Some(
+                    unreadable
+                        .get(&firmware.id)
+                        .cloned()
+                        .unwrap_or_else(|| "it was stored as raw, without ESP image metadata".to_owned()),
+                ),
                 Some(image) => check(image),
             };
             why.map(|why| (firmware.id, firmware.version.clone(), why))
