@@ -120,6 +120,26 @@ pub fn page_note(page: &Value, offset: i64, shown: usize) {
     }
 }
 
+/// Prints a page of a list: the API's answer with `--json`, else a table of
+/// one row per item and a note on paging.
+pub fn print_page(
+    page: &Value,
+    json: bool,
+    offset: i64,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> crate::failure::Result<()> {
+    if json {
+        print_json(page);
+        return Ok(());
+    }
+    let items = items(page)?;
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    print!("{}", table(headers, &rows));
+    page_note(page, offset, items.len());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -20,14 +20,21 @@ pub fn list(ctx: &Ctx, args: DeviceListArgs) -> Result<()> {
         query.push(("device_type", device_type.clone()));
     }
     let page = ctx.api()?.get(DEVICES, &query)?;
-    if ctx.json() {
-        print_json(&page);
-        return Ok(());
-    }
-    let items = output::items(&page)?;
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|d| {
+    output::print_page(
+        &page,
+        ctx.json(),
+        args.page.offset,
+        &[
+            "DEVICE",
+            "DEVICE TYPE",
+            "VERSION",
+            "BUILD",
+            "CHANNEL",
+            "SECURE",
+            "LAST STATUS",
+            "LAST SEEN (UTC)",
+        ],
+        |d| {
             vec![
                 output::text(&d["device_id"]),
                 output::text(&d["device_type"]),
@@ -38,26 +45,8 @@ pub fn list(ctx: &Ctx, args: DeviceListArgs) -> Result<()> {
                 output::text(&d["last_status"]),
                 output::time(&d["last_seen"]),
             ]
-        })
-        .collect();
-    print!(
-        "{}",
-        output::table(
-            &[
-                "DEVICE",
-                "DEVICE TYPE",
-                "VERSION",
-                "BUILD",
-                "CHANNEL",
-                "SECURE",
-                "LAST STATUS",
-                "LAST SEEN (UTC)",
-            ],
-            &rows,
-        )
-    );
-    output::page_note(&page, args.page.offset, items.len());
-    Ok(())
+        },
+    )
 }
 
 pub fn show(ctx: &Ctx, device_id: &str) -> Result<()> {

@@ -31,14 +31,20 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
 pub fn list(ctx: &Ctx, args: PageArgs) -> Result<()> {
     let query = [("limit", args.limit.to_string()), ("offset", args.offset.to_string())];
     let page = ctx.api()?.get(DEVICE_TYPES, &query)?;
-    if ctx.json() {
-        print_json(&page);
-        return Ok(());
-    }
-    let items = output::items(&page)?;
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|t| {
+    output::print_page(
+        &page,
+        ctx.json(),
+        args.offset,
+        &[
+            "NAME",
+            "FORMAT",
+            "CHIP",
+            "PROJECT",
+            "CHIP REVISIONS",
+            "FIRMWARE",
+            "DESCRIPTION",
+        ],
+        |t| {
             let esp_app = t["image_format"] == "esp-app";
             vec![
                 output::text(&t["name"]),
@@ -57,25 +63,8 @@ pub fn list(ctx: &Ctx, args: PageArgs) -> Result<()> {
                 output::text(&t["firmware_count"]),
                 output::short(&t["description"], 40),
             ]
-        })
-        .collect();
-    print!(
-        "{}",
-        output::table(
-            &[
-                "NAME",
-                "FORMAT",
-                "CHIP",
-                "PROJECT",
-                "CHIP REVISIONS",
-                "FIRMWARE",
-                "DESCRIPTION"
-            ],
-            &rows
-        )
-    );
-    output::page_note(&page, args.offset, items.len());
-    Ok(())
+        },
+    )
 }
 
 pub fn show(ctx: &Ctx, name: &str) -> Result<()> {

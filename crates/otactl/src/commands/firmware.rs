@@ -21,14 +21,25 @@ pub fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
         query.push(("is_stable", "true".into()));
     }
     let page = ctx.api()?.get("/api/ota/admin/firmware", &query)?;
-    if ctx.json() {
-        print_json(&page);
-        return Ok(());
-    }
-    let items = output::items(&page)?;
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|f| {
+    output::print_page(
+        &page,
+        ctx.json(),
+        args.offset,
+        &[
+            "ID",
+            "DEVICE TYPE",
+            "VERSION",
+            "BUILD",
+            "SECURE",
+            "SIZE",
+            "STABLE",
+            "ACTIVE",
+            "ROLLOUT",
+            "MANDATORY",
+            "DOWNLOADS",
+            "CREATED (UTC)",
+        ],
+        |f| {
             vec![
                 output::text(&f["id"]),
                 output::text(&f["device_type"]),
@@ -43,30 +54,8 @@ pub fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
                 output::text(&f["download_count"]),
                 output::time(&f["created_at"]),
             ]
-        })
-        .collect();
-    print!(
-        "{}",
-        output::table(
-            &[
-                "ID",
-                "DEVICE TYPE",
-                "VERSION",
-                "BUILD",
-                "SECURE",
-                "SIZE",
-                "STABLE",
-                "ACTIVE",
-                "ROLLOUT",
-                "MANDATORY",
-                "DOWNLOADS",
-                "CREATED (UTC)",
-            ],
-            &rows,
-        )
-    );
-    output::page_note(&page, args.offset, items.len());
-    Ok(())
+        },
+    )
 }
 
 pub fn show(ctx: &Ctx, id: i64) -> Result<()> {

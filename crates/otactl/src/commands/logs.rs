@@ -11,7 +11,7 @@ use super::Ctx;
 use crate::api::Api;
 use crate::cli::LogsArgs;
 use crate::failure::{Failure, Result};
-use crate::output::{self, print_json};
+use crate::output;
 
 const HEADERS: [&str; 8] = [
     "ID",
@@ -51,15 +51,7 @@ pub fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
     query.push(("limit", args.limit.to_string()));
     query.push(("offset", args.offset.to_string()));
     let page = api.get("/api/ota/admin/logs", &query)?;
-    if ctx.json() {
-        print_json(&page);
-        return Ok(());
-    }
-    let items = output::items(&page)?;
-    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
-    print!("{}", output::table(&HEADERS, &rows));
-    output::page_note(&page, args.offset, items.len());
-    Ok(())
+    output::print_page(&page, ctx.json(), args.offset, &HEADERS, row)
 }
 
 /// Prints the newest `limit` rows, oldest first, then every row that
