@@ -44,19 +44,22 @@ impl Version {
             return Err(error("longer than 64 characters"));
         }
         let trimmed = input.strip_prefix('v').unwrap_or(input);
-        if let Some(described) = git_describe(trimmed) {
-            return described.map(Self).map_err(|e| error(&e.to_string()));
-        }
-        if let Some(dirty) = trimmed.strip_suffix("-dirty")
+        let read = if let Some(described) = git_describe(trimmed) {
+            described
+        } else if let Some(dirty) = trimmed.strip_suffix("-dirty")
             && !dirty.contains('+')
         {
-            return semver::Version::parse(&format!("{dirty}+dirty"))
-                .map(Self)
-                .map_err(|e| error(&e.to_string()));
+            semver::Version::parse(&format!("{dirty}+dirty")).map_err(|e| e.to_string())
+        } else {
+            semver::Version::parse(&pad_short(trimmed)).map_err(|e| e.to_string())
+        };
+        let version = read.map_err(|reason| error(&reason))?;
+        // The form it is read as is what is stored and parsed again: it
+        // must fit too (`.dev.N` and `.0` make it longer than the input).
+        if version.to_string().len() > Self::MAX_LEN {
+            return Err(error(&format!("longer than 64 characters once read as {version}")));
         }
-        semver::Version::parse(&pad_short(trimmed))
-            .map(Self)
-            .map_err(|e| error(&e.to_string()))
+        Ok(Self(version))
     }
 
     /// The version in an `esp_app_desc_t`: [`Version::parse`] after trimming
@@ -97,7 +100,7 @@ fn is_short_numeric(text: &str) -> bool {
 
 /// `TAG-N-gHASH[-dirty]`, as `git describe --tags [--dirty]` prints it, read
 /// as N commits after TAG; `None` when the text is not of that form.
-fn git_describe(text: &str) -> Option<Result<semver::Version, semver::Error>> {
+fn git_describe(text: &str) -> Option<Result<semver::Version, String>> {
     let (rest, dirty) = match text.strip_suffix("-dirty") {
         Some(rest) => (rest, true),
         None => (text, false),
@@ -115,10 +118,13 @@ fn git_describe(text: &str) -> Option<Result<semver::Version, semver::Error>> {
     let tag = tag.strip_prefix('v').unwrap_or(tag);
     let mut version = match semver::Version::parse(&pad_short(tag)) {
         Ok(version) => version,
-        Err(e) => return Some(Err(e)),
+        Err(e) => return Some(Err(e.to_string())),
     };
     let pre = if version.pre.is_empty() {
-        version.patch += 1;
+        let Some(next) = version.patch.checked_add(1) else {
+            return Some(Err(format!("the patch number of {tag} has no successor")));
+        };
+        version.patch = next;
         format!("dev.{commits}")
     } else {
         format!("{}.dev.{commits}", version.pre)
@@ -135,7 +141,8 @@ fn git_describe(text: &str) -> Option<Result<semver::Version, semver::Error>> {
                 version.pre = pre;
                 version.build = build;
                 version
-            }),
+            })
+            .map_err(|e| e.to_string()),
     )
 }
 
@@ -205,6 +212,25 @@ mod tests {
         let candidate = v("v2.0.0-rc.1-3-g0123abcd");
         assert_eq!(candidate.to_string(), "2.0.0-rc.1.dev.3+g0123abcd");
         assert!(candidate > v("2.0.0-rc.1") && candidate < v("2.0.0-rc.2") && candidate < v("2.0.0"));
+    }
+
+    #[test]
+    fn what_a_version_is_read_as_parses_again() {
+        // Found by fuzzing: 62 characters that read as 65.
+        let long = "v2.0.0-56789abcdef0123456789abcderc.1-3-g012345012345601234567";
+        let error = Version::parse(long).unwrap_err();
+        assert!(error.to_string().contains("once read as"), "{error}");
+        let max = format!("v0.0.{}-1-gabcd", u64::MAX);
+        assert!(Version::parse(&max).is_err(), "no patch after u64::MAX");
+        for input in [
+            "v1.2.3-4-gabc1234-dirty",
+            "1",
+            "v2.0.0-rc.1-3-g0123abcd",
+            "v1.2.3-dirty",
+        ] {
+            let read = v(input);
+            assert_eq!(Version::parse(&read.to_string()).unwrap().to_string(), read.to_string());
+        }
     }
 
     #[test]

@@ -130,9 +130,11 @@ impl ChipRevision {
             }
             part.parse::<u16>().ok().filter(|n| *n <= max)
         };
-        let major = number(major, 654).ok_or_else(error)?;
+        let major = number(major, 655).ok_or_else(error)?;
         let minor = number(minor, 99).ok_or_else(error)?;
-        Ok(ChipRevision(major * 100 + minor))
+        // The header holds any u16: up to v655.35.
+        let full = (major * 100).checked_add(minor).ok_or_else(error)?;
+        Ok(ChipRevision(full))
     }
 }
 
@@ -178,7 +180,11 @@ mod tests {
         assert_eq!(ChipRevision::parse("v3").unwrap().full(), 300);
         assert_eq!(ChipRevision::from_full(301).to_string(), "v3.1");
         assert_eq!(ChipRevision::from_full(199).to_string(), "v1.99");
-        for bad in ["", "v", "1.100", "x1.0", "1.-1", "1..2", "99999.0"] {
+        for full in [0, 99, 100, 65_499, 65_500, 65_535] {
+            let revision = ChipRevision::from_full(full);
+            assert_eq!(ChipRevision::parse(&revision.to_string()), Ok(revision), "{revision}");
+        }
+        for bad in ["", "v", "1.100", "x1.0", "1.-1", "1..2", "99999.0", "v655.36", "v656.0"] {
             assert!(ChipRevision::parse(bad).is_err(), "{bad}");
         }
     }
