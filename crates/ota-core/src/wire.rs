@@ -122,15 +122,21 @@ pub struct Firmware {
     pub is_mandatory: bool,
     pub rollout_percentage: u8,
     pub download_count: i64,
-    /// How the file was stored: `esp-app` when it was parsed as an ESP-IDF
-    /// app image, `raw` when it was stored as it came (`raw` in records
-    /// older than device types).
+    /// How the file was checked: `esp-app` when it was checked as an
+    /// ESP-IDF app image against its device type's rules, `raw` when it was
+    /// taken as it came (`raw` in records older than device types).
     #[serde(default)]
     pub image_format: ImageFormat,
-    /// What the ESP-IDF app image says about itself (header, segments, app
-    /// descriptor, signature); null for a `raw` file.
+    /// What the file says about itself when it is a valid ESP-IDF app image
+    /// (header, segments, app descriptor, signature), even for a `raw`
+    /// device type; null otherwise.
     #[serde(default)]
     pub image: Option<EspImage>,
+    /// The image's anti-rollback counter (`image.app.secure_version`), when
+    /// the file is an ESP-IDF app image: it is never offered to a device
+    /// whose counter is higher.
+    #[serde(default)]
+    pub secure_version: Option<u32>,
     /// Whether `version` was given by the uploader instead of taken from
     /// the image's app descriptor.
     #[serde(default)]
@@ -139,13 +145,6 @@ pub struct Firmware {
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::time::serialize")]
     pub updated_at: DateTime<Utc>,
-}
-
-impl Firmware {
-    /// The anti-rollback counter of the image, when it is an ESP app.
-    pub fn secure_version(&self) -> Option<u32> {
-        self.image.as_ref().map(|image| image.app.secure_version)
-    }
 }
 
 /// A firmware record with the number of OTA log rows in each status.
@@ -562,7 +561,7 @@ mod tests {
         assert_eq!(firmware.image_format, ImageFormat::Raw);
         assert_eq!(firmware.image, None);
         assert!(!firmware.version_overridden);
-        assert_eq!(firmware.secure_version(), None);
+        assert_eq!(firmware.secure_version, None);
     }
 
     #[test]

@@ -73,7 +73,7 @@ fn candidate_of(firmware: &Firmware) -> Option<Candidate> {
         rollout: Percent::parse(i64::from(firmware.rollout_percentage)).ok()?,
         // The image's anti-rollback counter: a device whose eFuse counter is
         // higher erases it at boot, so select_offer never offers it to one.
-        secure_version: firmware.secure_version(),
+        secure_version: firmware.secure_version,
     })
 }
 

@@ -6,9 +6,13 @@
 //! per device, every second or every `MAX_BATCH` devices, and once more when
 //! the server stops. If the writer falls behind, sightings are dropped and
 //! counted (`ota_inventory_dropped_total`): they are refreshed by the
-//! device's next check, and no update attempt depends on them.
+//! device's next check, and no update attempt depends on them — except
+//! the anti-rollback counter: a reported counter is also held in memory
+//! until it is written, so that the very next check of the device is held
+//! to it ([`Inventory::secure_version`]).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -25,7 +29,12 @@ const QUEUE: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct Inventory {
     queue: mpsc::Sender<Sighting>,
+    /// Anti-rollback counters reported but perhaps not written yet.
+    counters: Counters,
 }
+
+/// Device id → the highest counter not yet known to be in the database.
+type Counters = Arc<Mutex<HashMap<String, u32>>>;
 
 /// The task that writes sightings; [`InventoryWriter::finish`] flushes it.
 #[derive(Debug)]
@@ -42,15 +51,42 @@ impl Inventory {
     pub fn start_with(store: Store, flush_every: Duration) -> (Inventory, InventoryWriter) {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(write_batches(store, receiver, stop.clone(), flush_every));
-        (Inventory { queue }, InventoryWriter { stop, task })
+        let counters = Counters::default();
+        let task = tokio::spawn(write_batches(
+            store,
+            receiver,
+            stop.clone(),
+            flush_every,
+            counters.clone(),
+        ));
+        (Inventory { queue, counters }, InventoryWriter { stop, task })
     }
 
     /// Records a sighting, without waiting.
     pub fn seen(&self, sighting: Sighting) {
+        if let Some(counter) = sighting.secure_version {
+            let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            let held = counters.entry(sighting.device_id.clone()).or_insert(counter);
+            *held = (*held).max(counter);
+        }
         if self.queue.try_send(sighting).is_err() {
             metrics::counter!("ota_inventory_dropped_total").increment(1);
         }
+    }
+}
+
+impl Inventory {
+    /// The highest anti-rollback counter the device has reported: written,
+    /// or still on its way to the database.
+    pub async fn secure_version(&self, store: &Store, device_id: &str) -> Result<Option<u32>, sqlx::Error> {
+        let held = self
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(device_id)
+            .copied();
+        let stored = store.device_secure_version(device_id).await?;
+        Ok(held.max(stored))
     }
 }
 
@@ -69,6 +105,7 @@ async fn write_batches(
     mut receiver: mpsc::Receiver<Sighting>,
     stop: CancellationToken,
     flush_every: Duration,
+    counters: Counters,
 ) {
     let mut pending: HashMap<String, Sighting> = HashMap::new();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + flush_every, flush_every);
@@ -79,16 +116,16 @@ async fn write_batches(
                 while let Ok(sighting) = receiver.try_recv() {
                     keep_latest(&mut pending, sighting);
                 }
-                flush(&store, &mut pending).await;
+                flush(&store, &mut pending, &counters).await;
                 return;
             }
             Some(sighting) = receiver.recv() => {
                 keep_latest(&mut pending, sighting);
                 if pending.len() >= MAX_BATCH {
-                    flush(&store, &mut pending).await;
+                    flush(&store, &mut pending, &counters).await;
                 }
             }
-            _ = tick.tick() => flush(&store, &mut pending).await,
+            _ = tick.tick() => flush(&store, &mut pending, &counters).await,
         }
     }
 }
@@ -102,19 +139,34 @@ fn keep_latest(pending: &mut HashMap<String, Sighting>, mut sighting: Sighting) 
     pending.insert(sighting.device_id.clone(), sighting);
 }
 
-async fn flush(store: &Store, pending: &mut HashMap<String, Sighting>) {
+async fn flush(store: &Store, pending: &mut HashMap<String, Sighting>, counters: &Counters) {
     if pending.is_empty() {
         return;
     }
     let batch: Vec<Sighting> = pending.drain().map(|(_, sighting)| sighting).collect();
-    if let Err(e) = store.devices_seen(&batch).await {
-        tracing::warn!(error = %e, devices = batch.len(), "could not record device sightings; retrying with the next batch");
-        if batch.len() < QUEUE {
-            for sighting in batch {
-                keep_latest(pending, sighting);
+    match store.devices_seen(&batch).await {
+        Ok(()) => forget_written(counters, &batch),
+        Err(e) => {
+            tracing::warn!(error = %e, devices = batch.len(), "could not record device sightings; retrying with the next batch");
+            if batch.len() < QUEUE {
+                for sighting in batch {
+                    keep_latest(pending, sighting);
+                }
+            } else {
+                metrics::counter!("ota_inventory_dropped_total").increment(batch.len() as u64);
             }
-        } else {
-            metrics::counter!("ota_inventory_dropped_total").increment(batch.len() as u64);
+        }
+    }
+}
+
+/// The database holds the counters of a written batch: memory need not.
+fn forget_written(counters: &Counters, batch: &[Sighting]) {
+    let mut held = counters.lock().unwrap_or_else(|e| e.into_inner());
+    for seen in batch {
+        if let Some(counter) = seen.secure_version
+            && held.get(&seen.device_id).is_some_and(|h| *h <= counter)
+        {
+            held.remove(&seen.device_id);
         }
     }
 }
@@ -165,6 +217,44 @@ mod tests {
             );
         }
         assert_eq!(store.device_version("tab5-1").await.unwrap().as_deref(), Some("1.2.0"));
+    }
+
+    #[tokio::test]
+    async fn a_counter_is_known_before_it_is_written_and_an_older_sighting_still_raises_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_file(&dir.path().join("ota.db")).await.unwrap();
+        let older = Sighting {
+            secure_version: Some(5),
+            ..sighting("tab5-1", "1.0.0")
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (inventory, writer) = Inventory::start_with(store.clone(), Duration::from_secs(3600));
+        inventory.seen(sighting("tab5-1", "1.1.0"));
+        writer.finish(Duration::from_secs(5)).await;
+
+        let (inventory, writer) = Inventory::start_with(store.clone(), Duration::from_secs(3600));
+        inventory.seen(older);
+        assert_eq!(
+            inventory.secure_version(&store, "tab5-1").await.unwrap(),
+            Some(5),
+            "before the write"
+        );
+        writer.finish(Duration::from_secs(5)).await;
+
+        assert_eq!(
+            store.device_secure_version("tab5-1").await.unwrap(),
+            Some(5),
+            "an older sighting raises it"
+        );
+        assert_eq!(
+            store.device_version("tab5-1").await.unwrap().as_deref(),
+            Some("1.1.0"),
+            "but changes nothing else"
+        );
+        assert!(
+            inventory.counters.lock().unwrap().is_empty(),
+            "written counters leave memory"
+        );
     }
 
     #[tokio::test]

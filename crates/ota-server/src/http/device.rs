@@ -94,7 +94,10 @@ async fn check(
     // Read only when an ESP image with a counter is about to be offered, so
     // the routine no-update answer stays free of database reads.
     if chosen.is_some_and(|c| c.secure_version.is_some()) {
-        let known = state.store().device_secure_version(device.device_id.as_str()).await?;
+        let known = state
+            .inventory()
+            .secure_version(state.store(), device.device_id.as_str())
+            .await?;
         if known > facts.secure_version {
             facts.secure_version = known;
             chosen = select_offer(active.iter().map(|a| &a.candidate), &facts);

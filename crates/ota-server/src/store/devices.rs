@@ -59,12 +59,7 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
                  ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type, \
                  current_version = excluded.current_version, build_number = excluded.build_number, \
-                 channel = excluded.channel, last_seen = excluded.last_seen, \
-                 secure_version = CASE \
-                   WHEN devices.secure_version IS NULL THEN excluded.secure_version \
-                   WHEN excluded.secure_version IS NULL OR excluded.secure_version < devices.secure_version \
-                     THEN devices.secure_version \
-                   ELSE excluded.secure_version END \
+                 channel = excluded.channel, last_seen = excluded.last_seen \
                  WHERE excluded.last_seen >= devices.last_seen",
             )
             .bind(&seen.device_id)
@@ -76,6 +71,18 @@ impl Store {
             .bind(seen.seen_at)
             .execute(&mut *tx)
             .await?;
+            // A counter only grows, and an older sighting still raises it:
+            // apart from the `last_seen` order that guards the rest.
+            if let Some(counter) = seen.secure_version {
+                sqlx::query(
+                    "UPDATE devices SET secure_version = $2 \
+                     WHERE device_id = $1 AND (secure_version IS NULL OR secure_version < $2)",
+                )
+                .bind(&seen.device_id)
+                .bind(i64::from(counter))
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await
     }

@@ -29,6 +29,7 @@ struct FirmwareRow {
     download_count: i64,
     image_format: String,
     image_info: Option<String>,
+    secure_version: Option<i64>,
     version_overridden: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -52,6 +53,9 @@ impl From<FirmwareRow> for Firmware {
         Firmware {
             image_format: ImageFormat::parse(&row.image_format).unwrap_or_default(),
             image,
+            // From its own column, so that anti-rollback holds even when
+            // the rest of the metadata no longer reads.
+            secure_version: row.secure_version.and_then(|n| u32::try_from(n).ok()),
             version_overridden: row.version_overridden,
             id: row.id,
             device_type: row.device_type,

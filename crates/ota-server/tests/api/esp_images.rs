@@ -320,6 +320,9 @@ async fn an_image_below_the_device_anti_rollback_counter_is_never_offered() {
     assert_eq!(offer["firmware_id"], counter_2);
     assert_eq!(check_with(&app, "tab5-0002", Some(3)).await["update_available"], false);
 
+    // At once, before the inventory is written, a check without the counter
+    // is still held to it.
+    assert_eq!(check_with(&app, "tab5-0001", None).await["firmware_id"], counter_2);
     // The inventory keeps the counter: a later check without one, or with a
     // lower one, is still held to it.
     let device = wait_for_device(&app, "tab5-0001", |d| d["secure_version"] == 2).await;
@@ -449,6 +452,16 @@ async fn switching_a_raw_type_to_esp_app_adopts_stored_files_that_are_fitting_im
     let id = response.json::<Value>().await.unwrap()["firmware"]["id"]
         .as_i64()
         .unwrap();
+    assert_eq!(app.firmware(id).await["image_format"], "raw");
+    // As a server from before this release stored it: no metadata at all.
+    let mut legacy = app.lock_the_database().await;
+    sqlx::query("UPDATE firmware SET image_info = NULL, secure_version = NULL, chip = NULL WHERE id = $1")
+        .bind(id)
+        .execute(&mut legacy)
+        .await
+        .unwrap();
+    sqlx::query("COMMIT").execute(&mut legacy).await.unwrap();
+    drop(legacy);
     assert_eq!(app.firmware(id).await["image"], Value::Null);
 
     tab5_checks_images(&app).await;
@@ -485,4 +498,85 @@ async fn the_openapi_document_describes_the_image_metadata() {
     );
     assert!(schemas["CheckRequest"]["properties"]["secure_version"].is_object());
     assert!(schemas["AppDescriptor"]["properties"]["secure_version"].is_object());
+}
+
+#[tokio::test]
+async fn an_esp_image_in_a_raw_type_keeps_its_counter_and_is_held_to_it() {
+    let app = spawn_app().await;
+    let bytes = tab5_build("v1.2.0").secure_version(1).image();
+
+    let response = upload_image(
+        &app,
+        bytes,
+        &[("version", "1.2.0"), ("register", "true"), ("is_stable", "true")],
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let firmware = response.json::<Value>().await.unwrap()["firmware"].clone();
+    assert_eq!(firmware["image_format"], "raw", "not checked against rules");
+    assert_eq!(firmware["secure_version"], 1);
+    assert_eq!(firmware["image"]["app"]["version"], "v1.2.0");
+    assert_eq!(check_with(&app, "tab5-0001", Some(3)).await["update_available"], false);
+    assert_eq!(check_with(&app, "tab5-0002", Some(1)).await["version"], "1.2.0");
+}
+
+#[tokio::test]
+async fn a_raw_build_deactivated_before_the_switch_is_read_when_reactivated() {
+    let app = spawn_app().await;
+    let bytes = tab5_build("v1.0.0").image();
+    let response = upload_image(&app, bytes, &[("version", "1.0.0"), ("register", "true")]).await;
+    let id = response.json::<Value>().await.unwrap()["firmware"]["id"]
+        .as_i64()
+        .unwrap();
+    let junk = upload_image(
+        &app,
+        firmware_bytes(4096, 3),
+        &[("version", "1.1.0"), ("register", "true")],
+    )
+    .await;
+    let junk = junk.json::<Value>().await.unwrap()["firmware"]["id"].as_i64().unwrap();
+    for firmware in [id, junk] {
+        assert_eq!(
+            app.admin_delete(&format!("/api/ota/admin/firmware/{firmware}"))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    tab5_checks_images(&app).await;
+
+    let back = app
+        .admin_patch(&format!("/api/ota/admin/firmware/{id}"), json!({"is_active": true}))
+        .await;
+    assert_eq!(back.status(), StatusCode::OK);
+    let record: Value = back.json().await.unwrap();
+    assert_eq!(record["is_active"], true);
+    assert_eq!(
+        app.firmware(id).await["image_format"],
+        "esp-app",
+        "its file was read and fits"
+    );
+
+    let refused = app
+        .admin_patch(&format!("/api/ota/admin/firmware/{junk}"), json!({"is_active": true}))
+        .await;
+    let problem = assert_problem(refused, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("not an ESP app image"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn a_device_type_field_of_the_wrong_json_type_is_named() {
+    let app = spawn_app().await;
+    let response = app
+        .admin_patch(
+            &format!("/api/ota/admin/device-types/{DEVICE_TYPE}"),
+            json!({"min_chip_revision": 5}),
+        )
+        .await;
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["field"], "min_chip_revision");
 }

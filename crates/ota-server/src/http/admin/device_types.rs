@@ -26,6 +26,15 @@ const MAX_DESCRIPTION: usize = 1024;
 /// Fields of the record that the server keeps (the name cannot change either).
 const READ_ONLY: &[&str] = &["firmware_count", "created_at", "updated_at"];
 /// Fields a PATCH may change but not clear.
+/// The fields a PATCH may change, all text.
+const TEXT_FIELDS: &[&str] = &[
+    "image_format",
+    "chip",
+    "project_name",
+    "min_chip_revision",
+    "max_chip_revision",
+    "description",
+];
 const NOT_NULL: &[&str] = &["image_format", "min_chip_revision"];
 /// How many misfitting firmware a refusal names before it summarises.
 const NAMED_MISFITS: usize = 20;
@@ -231,6 +240,13 @@ async fn update_device_type(
     if let Some(field) = NOT_NULL.iter().find(|field| body.get(**field) == Some(&Value::Null)) {
         return Err(ApiError::invalid(field, "cannot be null"));
     }
+    // Every changeable field is text: name the one that is not.
+    if let Some(field) = TEXT_FIELDS
+        .iter()
+        .find(|field| body.get(**field).is_some_and(|v| !(v.is_string() || v.is_null())))
+    {
+        return Err(ApiError::invalid(field, "must be a string"));
+    }
     let fields: Vec<String> = body.keys().cloned().collect();
     let patch: DeviceTypePatch = serde_json::from_value(Value::Object(body)).map_err(|e| ApiError::Invalid {
         field: None,
@@ -348,23 +364,25 @@ fn check_consistent(values: &DeviceTypeValues) -> ApiResult<()> {
 /// The active firmware a device type's new rules would refuse, with why:
 /// `check` says why an image does not fit; a record without image
 /// metadata never fits.
-/// Reads the stored file of each active firmware that was stored as raw
-/// (before its device type checked images) as an ESP app image, so that a
+/// Reads the stored file of each firmware that was stored as raw (before
+/// its device type checked images), unless its metadata is already known, as an ESP app image, so that a
 /// fleet's firmware can move to `esp-app` without being uploaded again.
 /// Fills in `image` where the file is one, and answers what to adopt
 /// (firmware id, image, whether its version differs from the image's) and
 /// why the other files are not images.
-async fn read_stored_images(
+pub(super) async fn read_stored_images(
     state: &AppState,
     active: &mut [Firmware],
 ) -> ApiResult<(Vec<(i64, EspImage, bool)>, HashMap<i64, String>)> {
     let (mut adopted, mut unreadable) = (Vec::new(), HashMap::new());
-    for firmware in active.iter_mut().filter(|f| f.image.is_none()) {
+    for firmware in active.iter_mut().filter(|f| f.image_format != ImageFormat::EspApp) {
         let parsed = match (
+            &firmware.image,
             DeviceType::parse(&firmware.device_type),
             FileName::parse(&firmware.filename),
         ) {
-            (Ok(device_type), Ok(file)) => state.blobs().inspect(&device_type, &file).await?.image,
+            (Some(image), _, _) => Ok(image.clone()),
+            (None, Ok(device_type), Ok(file)) => state.blobs().inspect(&device_type, &file).await?.image,
             _ => {
                 unreadable.insert(firmware.id, "its stored file cannot be named".to_owned());
                 continue;

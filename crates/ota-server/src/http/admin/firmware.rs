@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::device_types::known_device_type;
+use super::device_types::{known_device_type, read_stored_images};
 use super::image_check::check_file;
 use super::page_bounds;
 use crate::blobs::Blobs;
@@ -190,10 +190,22 @@ async fn ensure_still_fits(state: &AppState, id: i64) -> ApiResult<()> {
     let Some(rules) = device_type.image_rules() else {
         return Ok(());
     };
+    // A build stored as raw is read now, and keeps its metadata if it fits.
+    let mut firmware = [firmware];
+    let (adopted, unreadable) = read_stored_images(state, &mut firmware).await?;
+    let [firmware] = firmware;
     let why = match &firmware.image {
-        None => "it was stored as raw, without ESP image metadata; upload the image again".to_owned(),
+        None => unreadable
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| "it has no ESP image metadata".to_owned()),
         Some(image) => match rules.check(image) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                for (id, image, version_overridden) in adopted {
+                    store.adopt_image(id, &image, version_overridden).await?;
+                }
+                return Ok(());
+            }
             Err(misfit) => misfit.to_string(),
         },
     };

@@ -38,9 +38,11 @@ pub fn check_file(
                 ),
             )
         })?;
+        // Not checked, but a file that is an app image keeps what it says
+        // about itself: its secure_version still protects anti-rollback devices.
         return Ok(CheckedFile {
             image_format: ImageFormat::Raw,
-            image: None,
+            image: parsed.ok(),
             version,
             version_overridden: false,
         });
