@@ -8,7 +8,8 @@
 //!
 //! The same pass parses the bytes as an ESP-IDF app image
 //! ([`ota_core::esp::ImageParser`]), so checking an upload never reads the
-//! file twice.
+//! file twice; the parser's running SHA-256 is the file's hash, so the bytes
+//! are not hashed twice either.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
@@ -70,7 +71,6 @@ impl Blobs {
         Ok(Upload {
             temp: TempPath(Some(path)),
             writer: BufWriter::with_capacity(256 * 1024, file),
-            hasher: Sha256::new(),
             parser: ImageParser::new(),
         })
     }
@@ -112,7 +112,6 @@ impl Blobs {
         let mut reader = File::open(&path)
             .await
             .with_context(|| format!("opening {}", path.display()))?;
-        let mut hasher = Sha256::new();
         let mut parser = ImageParser::new();
         let mut buffer = vec![0u8; READ_CHUNK];
         loop {
@@ -120,13 +119,14 @@ impl Blobs {
             if n == 0 {
                 break;
             }
-            hasher.update(&buffer[..n]);
             parser.feed(&buffer[..n]);
         }
+        let size = parser.len();
+        let (image, sha256) = parser.finish_with_sha256();
         Ok(Inspected {
-            sha256: Sha256Hex::from_digest(&hasher.finalize().into()),
-            size: parser.len(),
-            image: parser.finish(),
+            sha256: Sha256Hex::from_digest(&sha256),
+            size,
+            image,
         })
     }
 
@@ -216,13 +216,12 @@ pub struct Inspected {
 pub struct Upload {
     temp: TempPath,
     writer: BufWriter<File>,
-    hasher: Sha256,
+    /// Parses the bytes and hashes them (the file's SHA-256).
     parser: ImageParser,
 }
 
 impl Upload {
     pub async fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
-        self.hasher.update(chunk);
         self.parser.feed(chunk);
         self.writer.write_all(chunk).await.context("writing an upload")
     }
@@ -235,11 +234,13 @@ impl Upload {
     pub async fn finish(mut self) -> anyhow::Result<FinishedUpload> {
         self.writer.flush().await.context("flushing an upload")?;
         self.writer.get_ref().sync_all().await.context("syncing an upload")?;
+        let size = self.parser.len();
+        let (image, sha256) = self.parser.finish_with_sha256();
         Ok(FinishedUpload {
             temp: self.temp,
-            sha256: Sha256Hex::from_digest(&self.hasher.finalize().into()),
-            size: self.parser.len(),
-            image: self.parser.finish(),
+            sha256: Sha256Hex::from_digest(&sha256),
+            size,
+            image,
         })
     }
 }

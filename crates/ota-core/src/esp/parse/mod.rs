@@ -103,9 +103,13 @@ pub struct ImageParser {
     segments: Vec<Segment>,
     checksum: u8,
     stored_checksum: u8,
+    /// SHA-256 of every byte fed: the file's hash, which a caller can have
+    /// with [`ImageParser::finish_with_sha256`] instead of hashing again.
     sha: Sha256,
-    /// SHA-256 stops here: the signature sector's offset, once known.
+    /// The signature sector's offset, once known.
     sha_limit: u64,
+    /// SHA-256 of everything before the signature sector: what it signs.
+    signed_digest: Option<[u8; 32]>,
     /// SHA-256 of the image up to its checksum, when a hash is appended.
     expected_hash: Option<[u8; 32]>,
     validation_hash: Option<[u8; 32]>,
@@ -139,6 +143,7 @@ impl ImageParser {
             stored_checksum: 0,
             sha: Sha256::new(),
             sha_limit: u64::MAX,
+            signed_digest: None,
             expected_hash: None,
             validation_hash: None,
             image_len: 0,
@@ -169,6 +174,7 @@ impl ImageParser {
     pub fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             if self.error.is_some() {
+                self.sha.update(bytes);
                 self.pos += bytes.len() as u64;
                 return;
             }
@@ -198,9 +204,13 @@ impl ImageParser {
     fn absorb(&mut self, step: &[u8]) {
         let start = self.pos;
         let end = start + step.len() as u64;
-        if start < self.sha_limit {
-            let upto = (self.sha_limit.min(end) - start) as usize;
-            self.sha.update(&step[..upto]);
+        if start < self.sha_limit && self.sha_limit <= end {
+            let cut = (self.sha_limit - start) as usize;
+            self.sha.update(&step[..cut]);
+            self.signed_digest = Some(self.sha.clone().finalize().into());
+            self.sha.update(&step[cut..]);
+        } else {
+            self.sha.update(step);
         }
         let (desc_start, desc_end) = (APP_DESC_OFFSET as u64, (APP_DESC_OFFSET + APP_DESC_LEN) as u64);
         if start < desc_end && end > desc_start {
@@ -351,6 +361,9 @@ impl ImageParser {
     fn end_image(&mut self) {
         self.image_len = self.pos;
         self.sha_limit = self.pos.next_multiple_of(SIG_SECTOR_LEN as u64);
+        if self.sha_limit == self.pos {
+            self.signed_digest = Some(self.sha.clone().finalize().into());
+        }
         self.stage = Stage::Trailer;
     }
 
@@ -383,6 +396,13 @@ impl ImageParser {
                 return;
             }
         }
+    }
+
+    /// The image, and the SHA-256 of every byte fed (whatever they are), so
+    /// that a caller who needs the file's hash does not compute it again.
+    pub fn finish_with_sha256(mut self) -> (Result<EspImage, ImageError>, [u8; 32]) {
+        let sha256 = std::mem::take(&mut self.sha).finalize().into();
+        (self.finish(), sha256)
     }
 
     /// The image, once every byte has been fed.
@@ -456,7 +476,7 @@ impl ImageParser {
             });
         }
         let problem = |reason: String| ImageError::Signature { offset, reason };
-        let digest: [u8; 32] = self.sha.clone().finalize().into();
+        let digest = self.signed_digest.unwrap_or_default();
         let mut scheme = None;
         let mut blocks = 0u8;
         for index in 0..MAX_SIG_BLOCKS {

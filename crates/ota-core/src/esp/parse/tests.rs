@@ -256,6 +256,25 @@ proptest! {
     }
 
     #[test]
+    fn the_file_hash_comes_with_the_parse(
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+        signed in any::<bool>(),
+    ) {
+        let spec = if signed { p4().signed(SignatureScheme::SecureBootV2Rsa) } else { p4() };
+        let mut bytes = spec.target_len(3000).image();
+        let i = flip.index(bytes.len());
+        bytes[i] ^= 0x40;
+        let mut parser = ImageParser::new();
+        let (head, tail) = bytes.split_at(cut.index(bytes.len() + 1));
+        parser.feed(head);
+        parser.feed(tail);
+        let (image, sha256) = parser.finish_with_sha256();
+        prop_assert_eq!(sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+        prop_assert_eq!(image, EspImage::parse(&bytes));
+    }
+
+    #[test]
     fn any_flipped_bit_in_a_hashed_image_is_caught(at in any::<prop::sample::Index>(), bit in 0u8..8) {
         let mut bytes = p4().target_len(3000).image();
         let i = at.index(bytes.len());
