@@ -5,6 +5,8 @@
 # bench-results.md). Takes about five minutes on two cores.
 #
 #   scripts/bench.sh [OUTPUT.md] [ota-sim bench options, e.g. check download]
+#
+# Scenarios (all by default): check download slow status inventory upload.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh

@@ -1,7 +1,7 @@
 //! One simulated ESP32: it polls `/api/ota/check`, downloads the way
 //! `esp_https_ota` does, reports its progress, "reboots" into the new image
-//! and checks again. Flash, NVS and the boot are simulated (this is the one
-//! part that cannot run here); everything on the wire is real.
+//! and checks again. Flash, NVS, eFuse and the boot are simulated (this is
+//! the one part that cannot run here); everything on the wire is real.
 
 use std::collections::HashSet;
 use std::io;
@@ -13,9 +13,9 @@ use bytes::Bytes;
 use ota_core::wire::{CheckRequest, CheckResponse, Offer, StatusReport};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
+use crate::flash::{AntiRollback, Flash};
 use crate::fleet::{DownloadMode, FleetConfig};
 use crate::http::{Conn, Head, Origin, Request};
 use crate::stats::{Phase, Stats};
@@ -31,6 +31,9 @@ pub enum Failure {
     Protocol(String),
     /// The downloaded image does not match the offered hash.
     HashMismatch,
+    /// The server offered an app image whose `secure_version` is below the
+    /// device's anti-rollback counter: a real device would refuse it.
+    BelowSecureVersion { image: u32, device: u32 },
 }
 
 impl Failure {
@@ -41,6 +44,7 @@ impl Failure {
             Failure::Io(e) => io_kind(e),
             Failure::Protocol(_) => "protocol".into(),
             Failure::HashMismatch => "hash mismatch".into(),
+            Failure::BelowSecureVersion { .. } => "below secure_version".into(),
         }
     }
 }
@@ -52,6 +56,10 @@ impl std::fmt::Display for Failure {
             Failure::Io(e) => write!(f, "{e}"),
             Failure::Protocol(what) => write!(f, "{what}"),
             Failure::HashMismatch => write!(f, "the image's SHA-256 does not match the offer"),
+            Failure::BelowSecureVersion { image, device } => write!(
+                f,
+                "the offered image's secure_version {image} is below the device's anti-rollback counter {device}"
+            ),
         }
     }
 }
@@ -72,30 +80,6 @@ enum Outcome {
     Installed,
     InstallFailed,
     RolledBack,
-}
-
-/// The part of flash being written: survives a reboot, as the partition and
-/// the bytes-written counter in NVS do on a device (IDF ≥ 5.5's
-/// `ota_resumption`). The running hash stands in for re-reading the partition.
-struct Flash {
-    firmware_id: i64,
-    written: u64,
-    hasher: Sha256,
-}
-
-impl Flash {
-    fn new(firmware_id: i64) -> Self {
-        Self {
-            firmware_id,
-            written: 0,
-            hasher: Sha256::new(),
-        }
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.hasher.update(bytes);
-        self.written += bytes.len() as u64;
-    }
 }
 
 /// Paces reads to the device's link speed.
@@ -138,15 +122,18 @@ pub struct Device {
     refused: HashSet<i64>,
     last_outcome: Option<Phase>,
     updated: bool,
+    anti_rollback: AntiRollback,
 }
 
 impl Device {
     pub fn new(id: String, token: String, config: Arc<FleetConfig>, stats: Arc<Stats>, seed: u64) -> Self {
         stats.enter(Phase::Idle);
+        stats.secure_version_moved(None, config.secure_version);
         Self {
             id,
             token,
             version: config.current_version.clone(),
+            anti_rollback: AntiRollback::new(config.secure_version),
             config,
             stats,
             api: None,
@@ -223,7 +210,7 @@ impl Device {
             current_version: self.version.clone(),
             build_number: None,
             channel: self.config.channel.clone(),
-            secure_version: None,
+            secure_version: self.anti_rollback.counter().map(i64::from),
         })
         .expect("a check request serialises");
         let started = Instant::now();
@@ -369,12 +356,30 @@ impl Device {
         }
         self.stats.download.record(started.elapsed());
 
-        let digest = hex::encode(flash.hasher.finalize());
-        if !digest.eq_ignore_ascii_case(&offer.file_hash) {
+        let written = flash.finish();
+        if !written.sha256.eq_ignore_ascii_case(&offer.file_hash) {
             let _ = self
                 .report(offer.firmware_id, "failed", None, Some("SHA-256 mismatch"))
                 .await;
             return Err(Failure::HashMismatch);
+        }
+        if let Some(image) = &written.image
+            && self.anti_rollback.refuses(image)
+        {
+            self.stats.bricked.fetch_add(1, Ordering::Relaxed);
+            let failure = Failure::BelowSecureVersion {
+                image: image.app.secure_version,
+                device: self.anti_rollback.counter().unwrap_or_default(),
+            };
+            let _ = self
+                .report(
+                    offer.firmware_id,
+                    "failed",
+                    None,
+                    Some(&format!("anti-rollback: {failure}")),
+                )
+                .await;
+            return Err(failure);
         }
         self.set_phase(Phase::Installing);
         self.report(offer.firmware_id, "installing", Some(100), None).await?;
@@ -397,6 +402,12 @@ impl Device {
             self.refused.insert(offer.firmware_id);
             self.last_outcome = Some(Phase::RolledBack);
             return Ok(Outcome::RolledBack);
+        }
+        if let Some(image) = &written.image {
+            // Confirming the new app burns its secure_version into eFuse.
+            let before = self.anti_rollback.counter();
+            self.anti_rollback.confirm(image);
+            self.stats.secure_version_moved(before, self.anti_rollback.counter());
         }
         self.version = offer.version.clone();
         self.updated = true;

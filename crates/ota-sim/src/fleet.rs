@@ -56,6 +56,9 @@ pub struct FleetConfig {
     pub install_time: Duration,
     /// Report download progress every this many percent (0 = never).
     pub progress_step: u8,
+    /// Each device's anti-rollback counter at the start; `None`: devices
+    /// built without anti-rollback.
+    pub secure_version: Option<u32>,
     /// Stop each device once it has nothing left to do.
     pub until_done: bool,
     /// Stop the run after this long, whatever the devices are doing.
@@ -96,6 +99,14 @@ pub struct Report {
     pub status: LatencySummary,
     pub injected_drops: u64,
     pub injected_reboots: u64,
+    /// Whether the devices have anti-rollback (`--secure-version`).
+    pub anti_rollback: bool,
+    /// Devices offered an app image whose `secure_version` is below their
+    /// anti-rollback counter. The server must never do that: each is also
+    /// an error.
+    pub bricked: u64,
+    /// Devices with anti-rollback by counter value at the end.
+    pub secure_versions: BTreeMap<u32, u64>,
     /// Every error seen, retried or not, by kind.
     pub errors_by_kind: BTreeMap<String, u64>,
 }
@@ -127,7 +138,8 @@ impl Report {
              \x20 download req   {}\n\
              \x20 download       {}\n\
              \x20 status         {}\n\
-             \x20 injected         {} connection drops, {} reboots\n",
+             \x20 injected         {} connection drops, {} reboots\n\
+             \x20 bricked          {:>8}   {}\n",
             self.devices,
             self.server,
             self.elapsed_s,
@@ -145,7 +157,21 @@ impl Report {
             latency(&self.status),
             self.injected_drops,
             self.injected_reboots,
+            self.bricked,
+            if self.anti_rollback {
+                "(offered an image below their secure_version)"
+            } else {
+                "(no anti-rollback: --secure-version not set)"
+            },
         );
+        if self.anti_rollback {
+            let counters: Vec<String> = self
+                .secure_versions
+                .iter()
+                .map(|(counter, devices)| format!("{counter}: {devices} devices"))
+                .collect();
+            out.push_str(&format!("  secure_version   {}\n", counters.join(", ")));
+        }
         if self.errors_by_kind.is_empty() {
             out.push_str("  errors by kind   none\n");
         } else {
@@ -230,6 +256,9 @@ pub async fn run(config: FleetConfig, tokens: &Tokens, live: bool) -> Report {
         status: stats.status.summary(),
         injected_drops: stats.drops.load(Ordering::Relaxed),
         injected_reboots: stats.reboots.load(Ordering::Relaxed),
+        anti_rollback: config.secure_version.is_some(),
+        bricked: stats.bricked.load(Ordering::Relaxed),
+        secure_versions: stats.secure_versions(),
         errors_by_kind: stats.errors(),
     }
 }

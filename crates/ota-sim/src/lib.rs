@@ -3,8 +3,10 @@
 
 pub mod bench;
 pub mod device;
+pub mod flash;
 pub mod fleet;
 pub mod http;
+pub mod make_image;
 pub mod stats;
 pub mod token;
 pub use ota_core::units;

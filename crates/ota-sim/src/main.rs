@@ -3,10 +3,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ota_core::esp::{Chip, ChipRevision, SignatureScheme};
 use ota_sim::bench::{self, BenchOptions, Scenario};
 use ota_sim::fleet::{self, DownloadMode, FleetConfig};
 use ota_sim::http::Origin;
+use ota_sim::make_image::{self, ImageOptions, parse_chip, parse_desc_text};
 use ota_sim::token::{self, TokenMinter, Tokens};
 use ota_sim::units::{parse_bytes, parse_duration, parse_percent};
 
@@ -37,6 +39,20 @@ enum Command {
     ///
     ///   ota-sim bench --markdown bench.md
     Bench(BenchArgs),
+    /// Write a valid ESP-IDF app image, to try esp-app device types
+    ///
+    /// No ESP-IDF needed. Prints the file's size, SHA-256 and validation hash.
+    ///
+    /// Example: an image for the M5Stack Tab5's ESP32-P4 with anti-rollback
+    /// counter 2, then its upload (the server reads the version in the image):
+    ///
+    ///   ota-sim make-image -o app.bin --chip esp32p4 --version 1.2.0 \
+    ///       --project scales_bridge --secure-version 2 \
+    ///       --min-chip-revision v1.0 --max-chip-revision v1.99
+    ///   otactl firmware upload app.bin -t scales_bridge_tab5 --register --stable
+    // `--version` is the image's version here, not the simulator's.
+    #[command(disable_version_flag = true, verbatim_doc_comment)]
+    MakeImage(MakeImageArgs),
 }
 
 #[derive(Args)]
@@ -114,6 +130,11 @@ struct RunArgs {
     /// Report download progress every this many percent (0: never).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
     progress_step: u8,
+    /// Give devices anti-rollback with this eFuse counter at the start: they
+    /// report it in each check and raise it to each confirmed image's
+    /// secure_version (default: no anti-rollback).
+    #[arg(long)]
+    secure_version: Option<u32>,
     /// Keep devices polling for this long instead of stopping each when it
     /// has nothing left to do.
     #[arg(long, value_parser = parse_duration)]
@@ -165,6 +186,44 @@ struct BenchArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct MakeImageArgs {
+    /// Where to write the image.
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// esptool's chip name.
+    #[arg(long, default_value = "esp32p4", value_parser = parse_chip)]
+    chip: Chip,
+    /// esp_app_desc_t.version: what the server reads as the version.
+    #[arg(long, default_value = "1.0.0", value_parser = parse_desc_text)]
+    version: String,
+    /// esp_app_desc_t.project_name.
+    #[arg(long, default_value = "scales_bridge", value_parser = parse_desc_text)]
+    project: String,
+    /// esp_app_desc_t.secure_version: the anti-rollback counter it needs.
+    #[arg(long, default_value_t = 0)]
+    secure_version: u32,
+    /// About this long (within 16 bytes; a signature sector comes on top).
+    #[arg(long, default_value = "1500000", value_parser = parse_bytes)]
+    size: u64,
+    /// The oldest chip revision it boots on (default v0.0).
+    #[arg(long, value_parser = ChipRevision::parse)]
+    min_chip_revision: Option<ChipRevision>,
+    /// The newest chip revision it boots on (default: no upper bound).
+    #[arg(long, value_parser = ChipRevision::parse)]
+    max_chip_revision: Option<ChipRevision>,
+    /// Append a Secure Boot v2 signature sector (filler key and signature:
+    /// well-formed, verifiable by no device).
+    #[arg(long, value_enum)]
+    signed: Option<Signing>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Signing {
+    Rsa,
+    Ecdsa,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -175,6 +234,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(*args).await,
             Command::Bench(args) => run_bench(args).await,
+            Command::MakeImage(args) => write_image(args),
         }
     });
     match result {
@@ -241,6 +301,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         boot_time: args.boot_time,
         install_time: args.install_time,
         progress_step: args.progress_step,
+        secure_version: args.secure_version,
         until_done,
         max_duration: args.duration.unwrap_or(args.timeout),
         retries: args.retries,
@@ -312,4 +373,36 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn write_image(args: MakeImageArgs) -> anyhow::Result<ExitCode> {
+    let options = ImageOptions {
+        chip: args.chip,
+        version: args.version,
+        project_name: args.project,
+        secure_version: args.secure_version,
+        approx_len: usize::try_from(args.size).context("--size is too large")?,
+        min_chip_revision: args.min_chip_revision,
+        max_chip_revision: args.max_chip_revision,
+        signature: args.signed.map(|signing| match signing {
+            Signing::Rsa => SignatureScheme::SecureBootV2Rsa,
+            Signing::Ecdsa => SignatureScheme::SecureBootV2Ecdsa,
+        }),
+    };
+    let made = make_image::make(&options)?;
+    std::fs::write(&args.output, &made.bytes).with_context(|| format!("writing {}", args.output.display()))?;
+    print!("{}", made.summary(&args.output));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -131,6 +131,8 @@ pub struct Stats {
     pub bytes: AtomicU64,
     pub drops: AtomicU64,
     pub reboots: AtomicU64,
+    /// Devices offered an app image below their anti-rollback counter.
+    pub bricked: AtomicU64,
     pub check: Latency,
     /// Time to the response head of each download request (HEAD or GET).
     pub download_request: Latency,
@@ -138,6 +140,8 @@ pub struct Stats {
     pub download: Latency,
     pub status: Latency,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// Devices with anti-rollback, by the value of their counter.
+    secure_versions: Mutex<BTreeMap<u32, u64>>,
 }
 
 impl Stats {
@@ -160,6 +164,31 @@ impl Stats {
 
     pub fn errors(&self) -> BTreeMap<String, u64> {
         self.errors.lock().expect("errors lock").clone()
+    }
+
+    /// A device's anti-rollback counter went from `before` to `after`
+    /// (`None`: no anti-rollback).
+    pub fn secure_version_moved(&self, before: Option<u32>, after: Option<u32>) {
+        if before == after {
+            return;
+        }
+        let mut counts = self.secure_versions.lock().expect("secure versions lock");
+        if let Some(before) = before
+            && let Some(count) = counts.get_mut(&before)
+        {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&before);
+            }
+        }
+        if let Some(after) = after {
+            *counts.entry(after).or_default() += 1;
+        }
+    }
+
+    /// How many devices hold each anti-rollback counter value.
+    pub fn secure_versions(&self) -> BTreeMap<u32, u64> {
+        self.secure_versions.lock().expect("secure versions lock").clone()
     }
 }
 
@@ -193,5 +222,19 @@ mod tests {
         stats.error("connect");
         stats.error("connect");
         assert_eq!(stats.errors()["connect"], 2);
+    }
+
+    #[test]
+    fn secure_versions_count_each_device_at_its_counter() {
+        let stats = Stats::default();
+        stats.secure_version_moved(None, Some(0));
+        stats.secure_version_moved(None, Some(0));
+        stats.secure_version_moved(None, None);
+
+        stats.secure_version_moved(Some(0), Some(2));
+
+        assert_eq!(stats.secure_versions(), BTreeMap::from([(0, 1), (2, 1)]));
+        stats.secure_version_moved(Some(0), Some(2));
+        assert_eq!(stats.secure_versions(), BTreeMap::from([(2, 2)]));
     }
 }

@@ -1,5 +1,5 @@
-//! `ota-sim bench`: the scenarios of issue 3, each measured next to a
-//! reference taken in the same run, on loopback.
+//! `ota-sim bench`: the scenarios of issue 3 (and `upload`, of issue 5),
+//! each measured next to a reference taken in the same run, on loopback.
 //!
 //! Every scenario starts its own `ota-server` (the real binary) on a fresh
 //! data folder, and nginx where nginx is the reference. Nothing is tuned for
@@ -7,8 +7,10 @@
 //! because a handful of simulated devices make thousands of requests per
 //! second.
 
+mod api;
 mod load;
 mod procs;
+mod upload;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ use tokio::time::Instant;
 use crate::http::{Conn, Request};
 use crate::stats::Latency;
 use crate::token::TokenMinter;
+pub use api::{admin, create_device_type, ensure_device_type, multipart, publish, publish_to};
 pub use load::{LoadResult, closed_loop, slow_readers};
 pub use procs::{ADMIN_TOKEN, JWT_SECRET, Nginx, ServerProcess, rss_of_tree};
 
@@ -45,15 +48,19 @@ pub enum Scenario {
     Status,
     /// Check latency with 1,000 vs 1,000,000 devices in the inventory.
     Inventory,
+    /// Upload MiB/s of an ESP image to an esp-app device type (parsed while
+    /// it streams in), against a file with nothing to parse.
+    Upload,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Check,
         Scenario::Download,
         Scenario::Slow,
         Scenario::Status,
         Scenario::Inventory,
+        Scenario::Upload,
     ];
 }
 
@@ -130,6 +137,7 @@ pub async fn run(options: &BenchOptions, scenarios: &[Scenario]) -> anyhow::Resu
             Scenario::Slow => slow(options).await,
             Scenario::Status => status(options).await,
             Scenario::Inventory => inventory(options).await,
+            Scenario::Upload => upload::upload(options).await,
         }
         .with_context(|| format!("scenario {scenario:?}"))?;
         eprintln!("bench: {scenario:?} took {:.0} s", started.elapsed().as_secs_f64());
@@ -231,80 +239,6 @@ pub fn image(size: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; size];
     rand::rngs::SmallRng::seed_from_u64(size as u64).fill_bytes(&mut bytes);
     bytes
-}
-
-/// An admin request; returns the status and the JSON answer.
-pub async fn admin(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: Option<&[u8]>,
-) -> anyhow::Result<(u16, serde_json::Value)> {
-    let mut conn = Conn::connect(addr, None).await?;
-    let request = Request {
-        method,
-        path,
-        headers: vec![format!("Authorization: Bearer {ADMIN_TOKEN}")],
-        body,
-        content_type,
-    }
-    .encode("127.0.0.1");
-    let head = conn.send(&request).await?;
-    let answer = conn.body().await?;
-    Ok((head.status, serde_json::from_slice(&answer).unwrap_or_default()))
-}
-
-/// Creates the benchmark's device type as `raw` (the server takes firmware
-/// only for device types that exist); one that exists already is fine.
-pub async fn ensure_device_type(addr: SocketAddr) -> anyhow::Result<()> {
-    let body = format!(r#"{{"name":"{DEVICE_TYPE}","image_format":"raw"}}"#);
-    let (status, answer) = admin(
-        addr,
-        "POST",
-        "/api/ota/admin/device-types",
-        Some("application/json"),
-        Some(body.as_bytes()),
-    )
-    .await?;
-    anyhow::ensure!(
-        status == 201 || status == 409,
-        "creating the device type {DEVICE_TYPE} answered {status}: {answer}"
-    );
-    Ok(())
-}
-
-/// Uploads and registers a stable firmware of the benchmark's device type
-/// (created first if need be); returns its id.
-pub async fn publish(addr: SocketAddr, version: &str, bytes: &[u8]) -> anyhow::Result<i64> {
-    ensure_device_type(addr).await?;
-    let boundary = "ota-sim-bench-boundary-7d1e";
-    let mut body = Vec::with_capacity(bytes.len() + 1024);
-    for (name, value) in [
-        ("device_type", DEVICE_TYPE),
-        ("version", version),
-        ("is_stable", "true"),
-        ("register", "true"),
-    ] {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"app.bin\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let content_type = format!("multipart/form-data; boundary={boundary}");
-    let (status, answer) = admin(addr, "POST", "/api/ota/admin/upload", Some(&content_type), Some(&body)).await?;
-    anyhow::ensure!(status == 201, "upload of {version} answered {status}: {answer}");
-    answer["firmware"]["id"]
-        .as_i64()
-        .ok_or_else(|| anyhow::anyhow!("the upload answer has no firmware id: {answer}"))
 }
 
 /// Measures ours and the reference in turns, three rounds each (one in a

@@ -2,6 +2,8 @@
 //! drops, reboots, install failures and rollbacks runs to completion, and
 //! the server's records agree with what the simulator says happened.
 
+mod anti_rollback;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -254,6 +256,20 @@ fn bad_arguments_are_usage_errors() {
     let output = sim(&["run", "--jwt-secret-file", "/nonexistent/secret"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/secret"));
+    let output = sim(&[
+        "make-image",
+        "-o",
+        "/nonexistent/app.bin",
+        "--min-chip-revision",
+        "v3.0",
+        "--max-chip-revision",
+        "v1.99",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("below --min-chip-revision v3.0"));
+    let output = sim(&["make-image", "-o", "app.bin", "--chip", "esp99"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a known chip"));
 }
 
 #[test]
@@ -270,7 +286,14 @@ fn every_bench_scenario_runs_in_quick_mode() {
     ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let table = std::fs::read_to_string(table).unwrap();
-    for scenario in ["| check |", "| download |", "| slow |", "| status |", "| inventory |"] {
+    for scenario in [
+        "| check |",
+        "| download |",
+        "| slow |",
+        "| status |",
+        "| inventory |",
+        "| upload |",
+    ] {
         assert!(table.contains(scenario), "{scenario} missing:\n{table}");
     }
     // No quick run hides an error behind a figure.
