@@ -302,12 +302,8 @@ pub struct ListArgs {
     /// Only stable firmware
     #[arg(long)]
     pub stable: bool,
-    /// How many, 1-500
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=500))]
-    pub limit: i64,
-    /// How many to skip
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
-    pub offset: i64,
+    #[command(flatten)]
+    pub page: PageArgs,
 }
 
 #[derive(Debug, Args)]

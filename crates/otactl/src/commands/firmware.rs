@@ -10,7 +10,10 @@ use crate::failure::{Failure, Result};
 use crate::output::{self, print_json};
 
 pub fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
-    let mut query = vec![("limit", args.limit.to_string()), ("offset", args.offset.to_string())];
+    let mut query = vec![
+        ("limit", args.page.limit.to_string()),
+        ("offset", args.page.offset.to_string()),
+    ];
     if let Some(device_type) = &args.device_type {
         query.push(("device_type", device_type.clone()));
     }
@@ -24,7 +27,7 @@ pub fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
     output::print_page(
         &page,
         ctx.json(),
-        args.offset,
+        args.page.offset,
         &[
             "ID",
             "DEVICE TYPE",
