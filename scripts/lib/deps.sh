@@ -49,3 +49,17 @@ ensure_esptool() {
   fi
   export OTA_ESPTOOL="$PWD/$venv/bin/esptool"
 }
+
+# ensure_c_client_deps : what the ESP-IDF client's host port builds with:
+# gcc (with ASan/UBSan), make, pkg-config, libcurl and cJSON headers.
+ensure_c_client_deps() {
+  local need=()
+  command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+  command -v make >/dev/null 2>&1 || need+=(make)
+  command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+  pkg-config --exists libcurl 2>/dev/null || need+=(libcurl4-openssl-dev)
+  pkg-config --exists libcjson 2>/dev/null || need+=(libcjson-dev)
+  if [ ${#need[@]} -gt 0 ]; then
+    apt_install "${need[@]}"
+  fi
+}

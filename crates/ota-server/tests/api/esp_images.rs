@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// The Tab5 fleet: ESP32-P4 units of revisions v1.0 to v1.99.
-async fn tab5_checks_images(app: &TestApp) {
+pub(crate) async fn tab5_checks_images(app: &TestApp) {
     let response = app
         .admin_patch(
             &format!("/api/ota/admin/device-types/{DEVICE_TYPE}"),

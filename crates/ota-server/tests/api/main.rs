@@ -8,6 +8,7 @@ mod check;
 mod device_types;
 mod devices;
 mod download;
+mod esp_idf_client;
 mod esp_images;
 mod helpers;
 mod idle;
