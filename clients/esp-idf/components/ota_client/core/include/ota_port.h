@@ -55,7 +55,9 @@ typedef struct {
     uint16_t chip_id;
     uint16_t min_chip_rev;  /**< major*100+minor */
     uint16_t max_chip_rev;  /**< 0 or 0xFFFF: not set */
-    bool chip_checked_by_platform; /**< ESP-IDF: esp_https_ota checked the chip itself */
+    bool chip_checked_by_platform; /**< ESP-IDF: esp_https_ota checks the chip id and
+                                        revision of the first bytes itself, and only the
+                                        app descriptor reaches the core (revisions are 0) */
     uint32_t secure_version;
     char version[33];
     char project_name[33];
@@ -70,7 +72,7 @@ typedef enum {
 /** One download into the passive OTA slot. */
 typedef struct {
     const char *url;         /**< the check answer's download_url (signed; no bearer needed) */
-    const char *bearer;      /**< device token, sent as Authorization: Bearer, or NULL */
+    const char *bearer;      /**< device token for Authorization: Bearer; NULL for a signed link */
     const char *ca_cert_pem; /**< NULL: the platform's default trust */
     uint64_t file_size;      /**< from the check answer */
     uint64_t resume_from;    /**< bytes already in the slot from an earlier attempt; 0 = fresh */

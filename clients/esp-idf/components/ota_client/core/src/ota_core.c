@@ -385,6 +385,15 @@ static ota_err_t give_up(ota_core_t *core, int64_t firmware_id, ota_err_t err)
     return err;
 }
 
+/* A signed link (…?expires=…&sig=…) needs no token; leaving it out keeps
+ * the device's token away from a CDN or bucket the link redirects to. */
+static const char *download_bearer(const ota_core_t *core, const char *url)
+{
+    const char *query = strchr(url, '?');
+    bool signed_link = query != NULL && (strstr(query, "?sig=") != NULL || strstr(query, "&sig=") != NULL);
+    return signed_link ? NULL : core->cfg.device_token;
+}
+
 static bool same_firmware(const ota_attempt_t *a, const ota_update_t *u)
 {
     return a->stage == OTA_STAGE_DOWNLOADING && a->firmware_id == u->firmware_id && a->file_size == u->file_size &&
@@ -444,7 +453,7 @@ ota_err_t ota_core_install(ota_core_t *core, const ota_update_t *u)
     for (uint8_t attempt = 1;; attempt++) {
         ota_download_t download = {
             .url = u->download_url,
-            .bearer = core->cfg.device_token,
+            .bearer = download_bearer(core, u->download_url),
             .ca_cert_pem = core->cfg.ca_cert_pem,
             .file_size = u->file_size,
             .resume_from = core->attempt.bytes_written,
