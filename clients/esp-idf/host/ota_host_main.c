@@ -29,6 +29,7 @@ typedef struct {
     int boots;
     bool self_test_passes;
     bool check_only;
+    bool power_cut_after_activation;
 } options_t;
 
 static void usage(FILE *to)
@@ -48,6 +49,9 @@ static void usage(FILE *to)
             "  --boots N             boots to run in this process (default 3)\n"
             "  --power-cut-at BYTES  end the process abruptly once BYTES of the\n"
             "                        download are in flash (exit 3)\n"
+            "  --power-cut-after-activation\n"
+            "                        end the process abruptly right after the new\n"
+            "                        slot is activated (exit 3)\n"
             "  --self-test pass|fail the application's self-test on a new app's first boot\n"
             "  --check-only          boot, check once, print the answer and stop\n");
 }
@@ -79,6 +83,9 @@ static int parse_options(int argc, char **argv, options_t *o)
             exit(0);
         } else if (strcmp(arg, "--check-only") == 0) {
             o->check_only = true;
+            continue;
+        } else if (strcmp(arg, "--power-cut-after-activation") == 0) {
+            o->power_cut_after_activation = true;
             continue;
         } else if (value == NULL) {
             fprintf(stderr, "ota-host-client: %s needs a value\n", arg);
@@ -196,7 +203,7 @@ int main(int argc, char **argv)
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         return 1;
     }
-    host_device_t dev = {.power_cut_at = o.power_cut_at};
+    host_device_t dev = {.power_cut_at = o.power_cut_at, .power_cut_after_activation = o.power_cut_after_activation};
     snprintf(dev.dir, sizeof dev.dir, "%s", o.device_dir);
     code = 4;
     for (int boot = 0; boot < o.boots; boot++) {

@@ -462,12 +462,30 @@ static ota_err_t host_activate(void *ctx, uint64_t image_size)
     }
     dev->boot_slot = dev->running_slot ^ 1;
     dev->boot_state = HOST_SLOT_NEW;
-    return save_otadata(dev);
+    ota_err_t err = save_otadata(dev);
+    if (err == OTA_OK && dev->power_cut_after_activation) {
+        printf("power cut after activation\n");
+        fflush(stdout);
+        _exit(HOST_POWER_CUT_EXIT);
+    }
+    return err;
 }
 
 static void host_abort(void *ctx)
 {
     (void)ctx; /* the slot's bytes are simply never booted */
+}
+
+static uint32_t host_update_slot_id(void *ctx)
+{
+    const host_device_t *dev = ctx;
+    return (uint32_t)(dev->running_slot ^ 1);
+}
+
+static uint32_t host_running_slot_id(void *ctx)
+{
+    const host_device_t *dev = ctx;
+    return (uint32_t)dev->running_slot;
 }
 
 static ota_err_t host_running_app(void *ctx, ota_app_info_t *out)
@@ -601,6 +619,8 @@ const ota_platform_t host_platform = {
     .read_update = host_read_update,
     .activate_update = host_activate,
     .abort_update = host_abort,
+    .update_slot_id = host_update_slot_id,
+    .running_slot_id = host_running_slot_id,
     .running_app = host_running_app,
     .boot_state = host_boot_state,
     .mark_valid = host_mark_valid,

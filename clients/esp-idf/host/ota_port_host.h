@@ -30,6 +30,7 @@ typedef struct {
     host_slot_state_t boot_state;
     bool reboot_requested;
     uint64_t power_cut_at;      /* 0: never; else end the process once this many bytes are in flash */
+    bool power_cut_after_activation; /* end the process right after otadata names the new slot */
     int quiet;
     CURL *download;             /* kept between pieces: one connection, like esp_https_ota */
 } host_device_t;

@@ -5,7 +5,7 @@
 //! connections on demand.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ota_core::esp::Chip;
@@ -46,7 +46,16 @@ fn host_client() -> &'static Path {
             "building the host client failed: it needs gcc, make, libcurl4-openssl-dev and libcjson-dev \
              (scripts/test.sh installs them)"
         );
-        out.join("ota-host-client")
+        let binary = out.join("ota-host-client");
+        // The tests rely on the sanitizers to catch leaks and invalid accesses.
+        let bytes = std::fs::read(&binary).unwrap();
+        for runtime in ["__asan_init", "__ubsan_handle_"] {
+            assert!(
+                bytes.windows(runtime.len()).any(|w| w == runtime.as_bytes()),
+                "ota-host-client is built without the sanitizer behind {runtime}"
+            );
+        }
+        binary
     })
 }
 
@@ -67,6 +76,7 @@ struct Seen {
     method: String,
     path: String,
     range: Option<(u64, Option<u64>)>,
+    body: String,
 }
 
 /// Faults the proxy injects into the server's answers, each on as many
@@ -79,6 +89,10 @@ struct Faults {
     /// Connections whose response byte `corrupt_at` is flipped.
     corruptions: AtomicUsize,
     corrupt_at: usize,
+    /// Requests whose body contains `lose_answer_to` reach the server, but
+    /// their answers are lost (the connection closes instead).
+    lost_answers: AtomicUsize,
+    lose_answer_to: &'static str,
 }
 
 impl Faults {
@@ -126,15 +140,28 @@ impl Proxy {
 async fn relay(client: TcpStream, server: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, faults: Arc<Faults>) {
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut server_rx, mut server_tx) = server.into_split();
+    let lose_answer = Arc::new(AtomicBool::new(false));
+    let lose_answer_ = lose_answer.clone();
+    let faults_ = faults.clone();
     let upstream = async move {
         let mut parser = RequestParser::default();
         let mut buf = vec![0u8; 16 * 1024];
         while let Ok(n) = client_rx.read(&mut buf).await {
-            if n == 0 || server_tx.write_all(&buf[..n]).await.is_err() {
+            if n == 0 {
                 break;
             }
+            // Parsed before it is forwarded: the answer cannot come first.
             for request in parser.feed(&buf[..n]) {
+                if !faults_.lose_answer_to.is_empty()
+                    && request.body.contains(faults_.lose_answer_to)
+                    && Faults::take(&faults_.lost_answers)
+                {
+                    lose_answer_.store(true, Ordering::SeqCst);
+                }
                 seen.lock().unwrap().push(request);
+            }
+            if server_tx.write_all(&buf[..n]).await.is_err() {
+                break;
             }
         }
         let _ = server_tx.shutdown().await;
@@ -144,7 +171,7 @@ async fn relay(client: TcpStream, server: TcpStream, seen: Arc<Mutex<Vec<Seen>>>
         let (mut passed, mut cut, mut corrupted) = (0usize, false, false);
         while let Ok(n) = server_rx.read(&mut buf).await {
             let mut n = n;
-            if n == 0 {
+            if n == 0 || lose_answer.load(Ordering::SeqCst) {
                 break;
             }
             let end = passed + n;
@@ -171,12 +198,13 @@ async fn relay(client: TcpStream, server: TcpStream, seen: Arc<Mutex<Vec<Seen>>>
     }
 }
 
-/// Splits a client's byte stream into request heads (bodies skipped by
-/// Content-Length), enough for what the host client sends.
+/// Splits a client's byte stream into requests (bodies by Content-Length),
+/// enough for what the host client sends. A request is complete, and
+/// returned, once its last byte is fed.
 #[derive(Default)]
 struct RequestParser {
     pending: Vec<u8>,
-    body_left: usize,
+    waiting: Option<(Seen, usize)>,
 }
 
 impl RequestParser {
@@ -184,13 +212,15 @@ impl RequestParser {
         self.pending.extend_from_slice(bytes);
         let mut out = Vec::new();
         loop {
-            if self.body_left > 0 {
-                let skip = self.body_left.min(self.pending.len());
-                self.pending.drain(..skip);
-                self.body_left -= skip;
-                if self.body_left > 0 {
+            if let Some((mut seen, left)) = self.waiting.take() {
+                let take = left.min(self.pending.len());
+                seen.body.push_str(&String::from_utf8_lossy(&self.pending[..take]));
+                self.pending.drain(..take);
+                if left > take {
+                    self.waiting = Some((seen, left - take));
                     return out;
                 }
+                out.push(seen);
             }
             let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") else {
                 return out;
@@ -200,22 +230,24 @@ impl RequestParser {
             let mut lines = head.lines();
             let mut first = lines.next().unwrap_or_default().split(' ');
             let (method, path) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
-            let mut range = None;
+            let (mut range, mut body_len) = (None, 0);
             for line in lines {
                 let (name, value) = line.split_once(':').unwrap_or_default();
                 let value = value.trim();
                 if name.eq_ignore_ascii_case("content-length") {
-                    self.body_left = value.parse().unwrap();
+                    body_len = value.parse().unwrap();
                 } else if name.eq_ignore_ascii_case("range") {
                     let (from, to) = value.trim_start_matches("bytes=").split_once('-').unwrap();
                     range = Some((from.parse().unwrap(), to.parse().ok()));
                 }
             }
-            out.push(Seen {
+            let seen = Seen {
                 method: method.to_owned(),
                 path: path.split('?').next().unwrap_or_default().to_owned(),
                 range,
-            });
+                body: String::new(),
+            };
+            self.waiting = Some((seen, body_len));
         }
     }
 }
@@ -290,16 +322,23 @@ async fn the_row(app: &TestApp, device: &Device) -> Value {
 /// A server with the Tab5 type checking images, and `version` published
 /// stable for it.
 async fn server_offering(version: &str, image: &[u8]) -> (TestApp, i64) {
+    server_offering_with(version, image, &[]).await
+}
+
+async fn server_offering_with(version: &str, image: &[u8], fields: &[(&'static str, &'static str)]) -> (TestApp, i64) {
     let app = spawn_app().await;
     tab5_checks_images(&app).await;
-    let form = reqwest::multipart::Form::new()
+    let mut form = reqwest::multipart::Form::new()
         .text("device_type", DEVICE_TYPE)
         .text("register", "true")
-        .text("is_stable", "true")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(image.to_vec()).file_name("app.bin"),
-        );
+        .text("is_stable", "true");
+    for (name, value) in fields {
+        form = form.text(*name, *value);
+    }
+    let form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(image.to_vec()).file_name("app.bin"),
+    );
     let response = app.upload_form(form).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let uploaded: Value = response.json().await.unwrap();
@@ -310,9 +349,11 @@ async fn server_offering(version: &str, image: &[u8]) -> (TestApp, i64) {
 #[tokio::test]
 async fn the_host_client_updates_through_cut_connections_and_a_power_cut() {
     // Arrange: 1.1.0 (about 7 pieces) on the server; a Tab5 running 1.0.0.
-    let new_image = tab5_image("scales_bridge", "1.1.0", 420 * 1024);
+    // Their descriptors say "v1.1.0" and "v1.0.0", as `git describe` tags do;
+    // the server names the new one "1.1.0".
+    let new_image = tab5_image("scales_bridge", "v1.1.0", 420 * 1024);
     let (app, firmware_id) = server_offering("1.1.0", &new_image).await;
-    let device = Device::new("tab5-0001", &tab5_image("scales_bridge", "1.0.0", 300 * 1024));
+    let device = Device::new("tab5-0001", &tab5_image("scales_bridge", "v1.0.0", 300 * 1024));
     let faults = Faults {
         cut_after: 80 * 1024,
         ..Faults::default()
@@ -409,12 +450,22 @@ async fn the_host_client_updates_through_cut_connections_and_a_power_cut() {
         resumed_from > 0 && resumed_from <= power_cut_at,
         "resumed at {resumed_from}"
     );
+    let mut next = resumed_from;
+    for seen in after_power_cut
+        .iter()
+        .filter(|s| s.method == "GET" && s.path.starts_with("/api/ota/download"))
+    {
+        let (from, to) = seen.range.unwrap();
+        assert_eq!(from, next, "pieces follow each other, none fetched twice");
+        next = to.unwrap() + 1;
+    }
+    assert_eq!(next, new_image.len() as u64);
     assert_eq!(after_power_cut[0].path, "/api/ota/check", "a fresh link first");
 
     // The new app boots pending verify, passes its self-test, confirms, reports.
     let (code, out) = device.run(&proxy.address, &["--boots", "1"]).await;
     assert_eq!(code, IDLE, "{out}");
-    assert!(out.contains("boot slot=1 state=pending_verify version=1.1.0"), "{out}");
+    assert!(out.contains("boot slot=1 state=pending_verify version=v1.1.0"), "{out}");
     let confirmed = out.find("confirmed slot=1").expect("confirmed");
     assert!(confirmed < out.find("verdict confirmed").unwrap());
     let row = the_row(&app, &device).await;
@@ -426,8 +477,69 @@ async fn the_host_client_updates_through_cut_connections_and_a_power_cut() {
     // Running 1.1.0 now, it is offered nothing.
     let (code, out) = device.run(&proxy.address, &["--check-only"]).await;
     assert_eq!(code, IDLE);
-    assert!(out.contains("boot slot=1 state=valid version=1.1.0"), "{out}");
+    assert!(out.contains("boot slot=1 state=valid version=v1.1.0"), "{out}");
     assert!(out.contains("update_available=false"), "{out}");
+    assert!(
+        !device.dir.path().join("nvs/ota_attempt").exists(),
+        "the attempt is closed"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_the_success_report_does_not_stall_the_device() {
+    let new_image = tab5_image("scales_bridge", "1.1.0", 150 * 1024);
+    let (app, _) = server_offering("1.1.0", &new_image).await;
+    let faults = Faults {
+        lost_answers: AtomicUsize::new(1),
+        lose_answer_to: r#""status":"success""#,
+        ..Faults::default()
+    };
+    let proxy = Proxy::start(&app.address, faults).await;
+    let device = Device::new("tab5-0005", &tab5_image("scales_bridge", "1.0.0", 100 * 1024));
+
+    // Boot 1 installs; boot 2 confirms and reports success, whose answer is
+    // lost; its poll sends it again, finds it already taken, and checks.
+    let (code, out) = device.run(&proxy.address, &["--boots", "2"]).await;
+
+    assert_eq!(code, IDLE, "{out}");
+    assert_eq!(
+        proxy.faults.lost_answers.load(Ordering::SeqCst),
+        0,
+        "an answer was lost"
+    );
+    let seen = proxy.since(0);
+    let successes = seen
+        .iter()
+        .filter(|s| s.path == "/api/ota/status" && s.body.contains(r#""status":"success""#))
+        .count();
+    assert!(successes >= 2, "success was sent again: {seen:#?}");
+    assert_eq!(
+        seen.last().map(|s| s.path.as_str()),
+        Some("/api/ota/check"),
+        "it went on checking"
+    );
+    assert_eq!(the_row(&app, &device).await["status"], "success");
+    assert!(
+        !device.dir.path().join("nvs/ota_attempt").exists(),
+        "the attempt is closed"
+    );
+}
+
+#[tokio::test]
+async fn the_same_version_with_a_higher_build_number_is_installed() {
+    let new_image = tab5_image("scales_bridge", "1.1.0", 100 * 1024);
+    let (app, _) = server_offering_with("1.1.0", &new_image, &[("build_number", "7")]).await;
+    let device = Device::new("tab5-0006", &tab5_image("scales_bridge", "1.1.0", 100 * 1024));
+
+    let (code, out) = device.run(&app.address, &["--build-number", "3", "--boots", "1"]).await;
+    assert_eq!(code, REBOOT_DUE, "{out}");
+    // The new app is build 7 (a build number is compiled into the app).
+    let (code, out) = device.run(&app.address, &["--build-number", "7", "--boots", "1"]).await;
+
+    assert_eq!(code, IDLE, "{out}");
+    assert!(out.contains("confirmed slot=1"), "{out}");
+    assert!(!out.contains("rebooting"), "nothing more to install: {out}");
+    assert_eq!(the_row(&app, &device).await["status"], "success");
 }
 
 #[tokio::test]
@@ -458,7 +570,12 @@ async fn a_new_app_that_fails_its_self_test_is_rolled_back_and_reported() {
     assert!(message.starts_with("rollback: 1.0.0 runs again"), "{message}");
     // It does not download the build that just rolled back again.
     assert!(out.contains("not retrying"), "{out}");
-    assert_eq!(device.otadata(), "boot=0 state=valid\n");
+    let attempts = rows_of(&app, &device)
+        .await
+        .iter()
+        .filter(|r| r["status"] != "pending")
+        .count();
+    assert_eq!(attempts, 1, "one attempt only");
 }
 
 #[tokio::test]
@@ -506,4 +623,22 @@ async fn bytes_that_do_not_match_the_announced_hash_are_never_booted() {
     let (code, out) = device.run(&app.address, &["--check-only"]).await;
     assert_eq!(code, IDLE);
     assert!(out.contains("boot slot=0 state=valid version=1.0.0"), "{out}");
+}
+
+#[tokio::test]
+async fn a_power_cut_right_after_activation_still_ends_in_success() {
+    let (app, _) = server_offering("1.1.0", &tab5_image("scales_bridge", "1.1.0", 100 * 1024)).await;
+    let device = Device::new("tab5-0007", &tab5_image("scales_bridge", "1.0.0", 100 * 1024));
+
+    // The slot is activated, but the power goes before the record says so.
+    let (code, out) = device.run(&app.address, &["--power-cut-after-activation"]).await;
+    assert_eq!(code, POWER_CUT, "{out}");
+    assert_eq!(device.otadata(), "boot=1 state=new\n");
+
+    let (code, out) = device.run(&app.address, &["--boots", "1"]).await;
+
+    assert_eq!(code, IDLE, "{out}");
+    assert!(out.contains("boot slot=1 state=pending_verify version=1.1.0"), "{out}");
+    assert!(out.contains("verdict confirmed"), "{out}");
+    assert_eq!(the_row(&app, &device).await["status"], "success");
 }

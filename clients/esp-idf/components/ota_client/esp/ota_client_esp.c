@@ -199,7 +199,7 @@ esp_err_t ota_client_init(const ota_client_config_t *config)
         .channel = channel[0] != '\0' ? channel : NULL,
         .device_token = token,
         .ca_cert_pem = ca_cert_pem,
-        .build_number = -1,
+        .build_number = config->build_number > 0 ? config->build_number : -1,
         .piece_size = CONFIG_OTA_CLIENT_PIECE_SIZE,
         .progress_step = CONFIG_OTA_CLIENT_PROGRESS_STEP,
         .retry_base_ms = backoff_min_ms,

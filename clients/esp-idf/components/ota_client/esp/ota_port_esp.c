@@ -39,7 +39,7 @@
 
 #define TAG "ota_client"
 #define NVS_NAMESPACE "ota_client"
-#define ANSWER_CAP (8 * 1024)
+#define ANSWER_CAP (32 * 1024) /* a check answer with long release notes */
 
 /* esp_https_ota reads IMAGE_HEADER_SIZE (1024) bytes before it writes the
  * first byte, and resumes only when at least DEFAULT_OTA_BUF_SIZE (the same
@@ -547,6 +547,20 @@ static void abort_update(void *ctx)
 
 /* ---- the running app --------------------------------------------------- */
 
+static uint32_t update_slot_id(void *ctx)
+{
+    (void)ctx;
+    const esp_partition_t *slot = update_slot();
+    return slot != NULL ? slot->address : 0;
+}
+
+static uint32_t running_slot_id(void *ctx)
+{
+    (void)ctx;
+    const esp_partition_t *running = esp_ota_get_running_partition();
+    return running != NULL ? running->address : 0;
+}
+
 static ota_err_t running_app(void *ctx, ota_app_info_t *out)
 {
     (void)ctx;
@@ -716,6 +730,8 @@ static const ota_platform_t s_platform = {
     .read_update = read_update,
     .activate_update = activate_update,
     .abort_update = abort_update,
+    .update_slot_id = update_slot_id,
+    .running_slot_id = running_slot_id,
     .running_app = running_app,
     .boot_state = boot_state,
     .mark_valid = mark_valid,

@@ -58,8 +58,10 @@ typedef struct {
     const char *device_token; /**< the device JWT; NULL: read from NVS (namespace "ota_client",
                                    key "token") when CONFIG_OTA_CLIENT_TOKEN_FROM_NVS is set */
     const char *ca_cert_pem;  /**< server CA, PEM; NULL: the menuconfig choice (certificate
-                                   bundle, embedded PEM file, or none for http:// lab servers) */
+                                   bundle or embedded PEM file) */
     uint32_t poll_interval_s; /**< 0: CONFIG_OTA_CLIENT_POLL_INTERVAL_S */
+    int64_t build_number;     /**< the running build's number, sent in the check so that
+                                   builds of one version are told apart; <= 0: not sent */
     /** Runs on the first boot of a new app, before it is confirmed, in the
      *  OTA task. Return true when the app works (network up, peripherals
      *  answer). false rolls back to the previous app and restarts. NULL:

@@ -17,7 +17,7 @@
 extern "C" {
 #endif
 
-#define OTA_VERSION_MAX 33
+#define OTA_VERSION_MAX 65 /* the server's 64 characters, normalised */
 #define OTA_URL_MAX 512
 
 /** The statuses of POST /api/ota/status. */
@@ -50,7 +50,7 @@ typedef struct {
     uint32_t retry_base_ms;   /**< first retry delay; 0 = 2 s; doubles up to retry_max_ms */
     uint32_t retry_max_ms;    /**< 0 = 60 s */
     uint32_t resume_save_bytes; /**< save the resume record every N bytes; 0 = 64 KiB */
-    ota_self_test_fn self_test; /**< NULL: the app is confirmed once it runs */
+    ota_self_test_fn self_test; /**< NULL: a new app is kept once a check reaches the server */
     void *self_test_user;
 } ota_core_config_t;
 
@@ -79,9 +79,10 @@ typedef enum {
 typedef enum {
     OTA_STAGE_NONE = 0,
     OTA_STAGE_DOWNLOADING = 1, /**< bytes_written of file_size are in the passive slot */
-    OTA_STAGE_ACTIVATED = 2,   /**< the slot is the next boot's app; awaiting its verdict */
-    OTA_STAGE_CONFIRMED = 3,   /**< the new app confirmed itself; success not yet reported */
-    OTA_STAGE_ROLLED_BACK = 4, /**< the old app runs again; failed not yet reported */
+    OTA_STAGE_ACTIVATING = 2,  /**< verified; activation started (a cut here is retried) */
+    OTA_STAGE_ACTIVATED = 3,   /**< the slot is the next boot's app; awaiting its verdict */
+    OTA_STAGE_CONFIRMED = 4,   /**< the new app confirmed itself; success not yet reported */
+    OTA_STAGE_ROLLED_BACK = 5, /**< the old app runs again; failed not yet reported */
 } ota_stage_t;
 
 typedef struct {
@@ -93,14 +94,15 @@ typedef struct {
     uint64_t file_size;
     uint64_t bytes_written;
     uint8_t file_hash[32];
-    char version[OTA_VERSION_MAX];     /**< the new app's version */
+    char version[OTA_VERSION_MAX];     /**< the new app's version, as the server names it */
     char from_version[OTA_VERSION_MAX];/**< the app that started the update */
+    uint32_t target_slot;     /**< platform's update_slot_id() when activation started */
 } ota_attempt_t;
 
 #define OTA_ATTEMPT_KEY "ota_attempt"
-#define OTA_ROLLED_BACK_KEY "ota_bad_fw" /* the last firmware that rolled back: never installed again */
+#define OTA_ROLLED_BACK_KEY "ota_bad_fw" /* the last firmware that rolled back or did not fit: not installed again */
 #define OTA_ATTEMPT_MAGIC 0x4F544141u /* "OTAA" */
-#define OTA_ATTEMPT_LAYOUT 1
+#define OTA_ATTEMPT_LAYOUT 2
 
 typedef struct {
     ota_core_config_t cfg;
@@ -111,6 +113,8 @@ typedef struct {
     int last_progress;       /**< last reported progress, -1: none yet */
     uint32_t failures;       /**< consecutive failed polls, for the backoff */
     char last_error[160];    /**< why the last install failed, for the report and the log */
+    int last_http_status;    /**< of the last POST; 0 when it did not get an answer */
+    int64_t offered_build;   /**< build_number of the offer being installed, -1: none */
 } ota_core_t;
 
 /** Checks the configuration and loads the resume record. */
@@ -138,7 +142,8 @@ ota_err_t ota_core_report(ota_core_t *core, int64_t firmware_id, ota_status_t st
 ota_err_t ota_core_poll(ota_core_t *core, bool *reboot);
 
 /** Milliseconds until the next poll: `interval_ms` with ±10 % jitter after a
- *  good poll; after failures, min(interval, base*2^n) with full jitter. */
+ *  good poll; after n failures, min(retry_max_ms, interval, base*2^(n-1)) with
+ *  equal jitter (half fixed, half random). */
 uint32_t ota_core_next_delay_ms(ota_core_t *core, ota_err_t last, uint32_t interval_ms);
 
 /** The pure backoff rule behind ota_core_next_delay_ms (for tests). */
@@ -154,9 +159,12 @@ int ota_version_compare(const char *a, const char *b, bool *ok);
 ota_err_t ota_image_read_head(const uint8_t *data, size_t len, ota_image_info_t *out);
 
 /** Whether an image may be written over the passive slot of a device
- *  running `running`: same chip and project, a newer version, and a
- *  secure_version not below the running one. Writes the reason to `why`. */
-ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *image, char *why, size_t why_len);
+ *  running `running`: same chip and project, a newer version (or the same
+ *  version when `newer_build`: the offer's build_number is higher than the
+ *  running one's), and a secure_version not below the running one. Writes
+ *  the reason to `why`. */
+ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *image, bool newer_build, char *why,
+                         size_t why_len);
 
 /** Parses a check answer (for tests). */
 ota_err_t ota_parse_check_answer(const char *json, ota_update_t *out);

@@ -104,6 +104,11 @@ typedef struct {
     ota_err_t (*activate_update)(void *ctx, uint64_t image_size);
     /** Forget an unfinished or refused download (nothing to boot from it). */
     void (*abort_update)(void *ctx);
+    /** Which app slot is being written / runs now (ESP-IDF: the partition's
+     *  flash address). The new app runs when running_slot_id() equals the
+     *  update_slot_id() seen when its activation started. */
+    uint32_t (*update_slot_id)(void *ctx);
+    uint32_t (*running_slot_id)(void *ctx);
 
     ota_err_t (*running_app)(void *ctx, ota_app_info_t *out);
     ota_boot_state_t (*boot_state)(void *ctx);

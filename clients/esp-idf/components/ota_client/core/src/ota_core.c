@@ -110,6 +110,7 @@ ota_err_t ota_core_init(ota_core_t *core, const ota_core_config_t *cfg, const ot
     if (core->cfg.retry_max_ms == 0) core->cfg.retry_max_ms = DEFAULT_RETRY_MAX_MS;
     if (core->cfg.resume_save_bytes == 0) core->cfg.resume_save_bytes = core->cfg.piece_size;
     core->last_progress = -1;
+    core->offered_build = -1;
     load_attempt(core);
     return OTA_OK;
 }
@@ -144,6 +145,7 @@ static ota_err_t post(ota_core_t *core, const char *path, char *body, char **ans
     int status = 0;
     ota_err_t err = core->plat->http_post_json(core->ctx, url, core->cfg.device_token, core->cfg.ca_cert_pem, body,
                                                &status, answer);
+    core->last_http_status = err == OTA_OK ? status : 0;
     if (err == OTA_OK && status != 200) {
         logf_(core, 1, "POST %s answered %d: %.160s", path, status, *answer ? *answer : "");
         err = OTA_ERR_HTTP;
@@ -189,23 +191,24 @@ ota_err_t ota_core_check(ota_core_t *core, ota_update_t *update)
 
 /* ---- boot-time verdict ------------------------------------------------- */
 
-/* The firmware that rolled back on this device: it is not installed again
- * (the server may keep offering it until an operator stops it). */
+/* The last firmware that rolled back on this device, or that it refused
+ * as not fitting: it is not installed again (the server may keep offering
+ * it until an operator stops it). */
 typedef struct {
     int64_t firmware_id;
     uint8_t file_hash[32];
 } ota_rolled_back_t;
 
-static void remember_rollback(ota_core_t *core)
+static void remember_bad(ota_core_t *core, int64_t firmware_id, const uint8_t file_hash[32])
 {
-    ota_rolled_back_t bad = {.firmware_id = core->attempt.firmware_id};
-    memcpy(bad.file_hash, core->attempt.file_hash, sizeof bad.file_hash);
+    ota_rolled_back_t bad = {.firmware_id = firmware_id};
+    memcpy(bad.file_hash, file_hash, sizeof bad.file_hash);
     if (core->plat->kv_set(core->ctx, OTA_ROLLED_BACK_KEY, &bad, sizeof bad) != OTA_OK) {
-        logf_(core, 1, "could not remember that firmware %lld rolled back", (long long)bad.firmware_id);
+        logf_(core, 1, "could not remember that firmware %lld is not to be installed", (long long)firmware_id);
     }
 }
 
-static bool rolled_back_before(ota_core_t *core, const ota_update_t *u)
+static bool refused_before(ota_core_t *core, const ota_update_t *u)
 {
     ota_rolled_back_t bad;
     size_t len = sizeof bad;
@@ -213,24 +216,69 @@ static bool rolled_back_before(ota_core_t *core, const ota_update_t *u)
            bad.firmware_id == u->firmware_id && memcmp(bad.file_hash, u->file_hash, sizeof bad.file_hash) == 0;
 }
 
+/* The server will never take this report (4xx other than 408/429):
+ * keeping it would block every later poll. */
+static bool refused_for_good(const ota_core_t *core, ota_err_t err)
+{
+    int status = core->last_http_status;
+    return err == OTA_ERR_HTTP && status >= 400 && status < 500 && status != 408 && status != 429;
+}
+
+static ota_err_t report_success(ota_core_t *core)
+{
+    int64_t id = core->attempt.firmware_id;
+    ota_err_t err = ota_core_report(core, id, OTA_STATUS_SUCCESS, 100, NULL);
+    if (err == OTA_ERR_HTTP && core->last_http_status == 409) {
+        /* The row is not at installing: an earlier report was lost, or the
+         * answer to this very report was (then the row is already final).
+         * Walk it up; the moves it has made already are refused harmlessly. */
+        logf_(core, 1, "success refused (409): replaying the earlier steps");
+        ota_core_report(core, id, OTA_STATUS_DOWNLOADING, -1, NULL);
+        ota_core_report(core, id, OTA_STATUS_INSTALLING, 100, NULL);
+        err = ota_core_report(core, id, OTA_STATUS_SUCCESS, 100, NULL);
+    }
+    return err;
+}
+
 /* Sends the final report the attempt record still owes, and forgets the
- * attempt once the server has it. */
+ * attempt once the server has it (or will never take it). */
 static ota_err_t settle(ota_core_t *core)
 {
     ota_err_t err;
     if (core->attempt.stage == OTA_STAGE_CONFIRMED) {
-        err = ota_core_report(core, core->attempt.firmware_id, OTA_STATUS_SUCCESS, 100, NULL);
+        err = report_success(core);
     } else {
-        remember_rollback(core);
-        char message[160];
+        remember_bad(core, core->attempt.firmware_id, core->attempt.file_hash);
+        char message[2 * OTA_VERSION_MAX + 64];
         snprintf(message, sizeof message, "rollback: %s runs again; %s did not confirm itself",
                  core->attempt.from_version, core->attempt.version);
         err = ota_core_report(core, core->attempt.firmware_id, OTA_STATUS_FAILED, -1, message);
+    }
+    if (refused_for_good(core, err)) {
+        logf_(core, 1, "the server refuses the final report (HTTP %d); dropping it", core->last_http_status);
+        err = OTA_OK;
     }
     if (err == OTA_OK) {
         clear_attempt(core);
     }
     return err;
+}
+
+/* Without an application self-test, a new app must at least reach the
+ * server: a build that cannot is not kept, or it could never be updated. */
+static bool reaches_the_server(ota_core_t *core)
+{
+    for (uint32_t attempt = 1;; attempt++) {
+        ota_update_t ignored;
+        if (ota_core_check(core, &ignored) == OTA_OK) {
+            return true;
+        }
+        if (attempt >= 5) {
+            return false;
+        }
+        core->plat->sleep_ms(core->ctx, ota_backoff_ms(attempt, core->cfg.retry_base_ms, core->cfg.retry_max_ms,
+                                                       core->plat->random32(core->ctx)));
+    }
 }
 
 ota_err_t ota_core_on_boot(ota_core_t *core, ota_boot_outcome_t *outcome)
@@ -242,18 +290,31 @@ ota_err_t ota_core_on_boot(ota_core_t *core, ota_boot_outcome_t *outcome)
         return err;
     }
     bool pending_verify = core->plat->boot_state(core->ctx) == OTA_BOOT_PENDING_VERIFY;
-    ota_stage_t stage = (ota_stage_t)core->attempt.stage;
+    bool runs_new = core->plat->running_slot_id(core->ctx) == core->attempt.target_slot;
 
-    if (stage == OTA_STAGE_ACTIVATED && strcmp(running.version, core->attempt.version) != 0) {
+    if (core->attempt.stage == OTA_STAGE_ACTIVATING) {
+        if (runs_new) {
+            /* Activated; the cut came before the record said so. */
+            core->attempt.stage = OTA_STAGE_ACTIVATED;
+        } else {
+            /* The cut came during the activation: verify and activate again. */
+            logf_(core, 1, "the activation of %s was cut; it will be checked and activated again",
+                  core->attempt.version);
+            core->attempt.stage = OTA_STAGE_DOWNLOADING;
+            core->attempt.bytes_written = core->attempt.file_size;
+        }
+        save_attempt(core);
+    }
+    if (core->attempt.stage == OTA_STAGE_ACTIVATED && !runs_new) {
         logf_(core, 1, "rolled back: %s runs, not %s", running.version, core->attempt.version);
         core->attempt.stage = OTA_STAGE_ROLLED_BACK;
         save_attempt(core);
-        stage = OTA_STAGE_ROLLED_BACK;
     }
     if (pending_verify) {
         /* A new app must prove itself before it is kept, whether or not this
          * client installed it (a USB flash also boots pending verify). */
-        bool works = core->cfg.self_test == NULL || core->cfg.self_test(core->cfg.self_test_user);
+        bool works = core->cfg.self_test != NULL ? core->cfg.self_test(core->cfg.self_test_user)
+                                                 : reaches_the_server(core);
         if (!works) {
             logf_(core, 0, "the self-test failed: rolling back to the previous app");
             return core->plat->rollback_and_reboot(core->ctx) == OTA_OK ? OTA_ERR_SELF_TEST : OTA_ERR_STATE;
@@ -263,19 +324,15 @@ ota_err_t ota_core_on_boot(ota_core_t *core, ota_boot_outcome_t *outcome)
             return err;
         }
         logf_(core, 2, "%s passed its self-test and is confirmed", running.version);
-        if (stage == OTA_STAGE_ACTIVATED) {
-            core->attempt.stage = OTA_STAGE_CONFIRMED;
-            save_attempt(core);
-            stage = OTA_STAGE_CONFIRMED;
-        }
-    } else if (stage == OTA_STAGE_ACTIVATED) {
-        /* Rollback is off in the bootloader: running the new version is the verdict. */
+    }
+    if (core->attempt.stage == OTA_STAGE_ACTIVATED) {
+        /* Confirmed above; or rollback is off in the bootloader, and running
+         * the new app is the verdict. */
         core->attempt.stage = OTA_STAGE_CONFIRMED;
         save_attempt(core);
-        stage = OTA_STAGE_CONFIRMED;
     }
 
-    switch (stage) {
+    switch ((ota_stage_t)core->attempt.stage) {
     case OTA_STAGE_CONFIRMED:
         *outcome = OTA_BOOT_CONFIRMED;
         return settle(core);
@@ -316,7 +373,8 @@ static void on_written(void *user, uint64_t written)
     if (written - core->last_saved >= core->cfg.resume_save_bytes || written == core->attempt.file_size) {
         save_attempt(core);
     }
-    report_progress(core, written);
+    /* From what NVS holds: a resume after a power cut never reports less. */
+    report_progress(core, core->last_saved);
 }
 
 static ota_err_t check_image(void *user, const ota_image_info_t *image)
@@ -328,7 +386,9 @@ static ota_err_t check_image(void *user, const ota_image_info_t *image)
         return err;
     }
     char why[128];
-    if (ota_image_fits(&running, image, why, sizeof why) != OTA_OK) {
+    bool newer_build = core->offered_build >= 0 && core->cfg.build_number >= 0 &&
+                       core->offered_build > core->cfg.build_number;
+    if (ota_image_fits(&running, image, newer_build, why, sizeof why) != OTA_OK) {
         fail_because(core, "image: %s", why);
         return OTA_ERR_IMAGE;
     }
@@ -377,6 +437,10 @@ static ota_err_t verify_hash(ota_core_t *core)
 static ota_err_t give_up(ota_core_t *core, int64_t firmware_id, ota_err_t err)
 {
     core->plat->abort_update(core->ctx);
+    if (err == OTA_ERR_IMAGE) {
+        /* It will not fit next time either. */
+        remember_bad(core, firmware_id, core->attempt.file_hash);
+    }
     clear_attempt(core);
     if (core->last_error[0] == '\0') {
         snprintf(core->last_error, sizeof core->last_error, "download: failed (%d)", err);
@@ -412,7 +476,8 @@ static void start_attempt(ota_core_t *core, const ota_update_t *u, const ota_app
     memcpy(core->attempt.file_hash, u->file_hash, sizeof u->file_hash);
     snprintf(core->attempt.version, sizeof core->attempt.version, "%s", u->version);
     snprintf(core->attempt.from_version, sizeof core->attempt.from_version, "%s", running->version);
-    core->last_saved = 0;
+    /* Saved now, so an older record cannot be resumed over these bytes. */
+    save_attempt(core);
 }
 
 ota_err_t ota_core_install(ota_core_t *core, const ota_update_t *u)
@@ -422,6 +487,15 @@ ota_err_t ota_core_install(ota_core_t *core, const ota_update_t *u)
     }
     if (core->plat->boot_state(core->ctx) == OTA_BOOT_PENDING_VERIFY) {
         logf_(core, 1, "the running app is not confirmed yet; no new update can start");
+        return OTA_ERR_STATE;
+    }
+    if (core->attempt.stage == OTA_STAGE_ACTIVATING || core->attempt.stage == OTA_STAGE_ACTIVATED) {
+        logf_(core, 1, "%s is activated; restart before installing anything else", core->attempt.version);
+        return OTA_ERR_STATE;
+    }
+    if (refused_before(core, u)) {
+        fail_because(core, "firmware %lld (%s) rolled back or was refused on this device before",
+                     (long long)u->firmware_id, u->version);
         return OTA_ERR_STATE;
     }
     if (core->attempt.stage == OTA_STAGE_CONFIRMED || core->attempt.stage == OTA_STAGE_ROLLED_BACK) {
@@ -437,6 +511,7 @@ ota_err_t ota_core_install(ota_core_t *core, const ota_update_t *u)
     }
     core->last_error[0] = '\0';
     core->last_progress = -1;
+    core->offered_build = u->build_number;
     if (same_firmware(&core->attempt, u)) {
         logf_(core, 2, "resuming %s at byte %llu of %llu", u->version, (unsigned long long)core->attempt.bytes_written,
               (unsigned long long)u->file_size);
@@ -472,6 +547,13 @@ ota_err_t ota_core_install(ota_core_t *core, const ota_update_t *u)
             core->attempt.bytes_written = written > u->file_size ? u->file_size : written;
         }
         save_attempt(core);
+        if (err == OTA_ERR_HTTP) {
+            /* An expired link (403) or a build withdrawn meanwhile (404): keep
+             * what is in the slot. The next poll asks for a fresh link and
+             * resumes, or drops the download if the build is no longer offered. */
+            logf_(core, 1, "the server refused the download; asking again on the next poll");
+            return err;
+        }
         if (err != OTA_ERR_IO) {
             if (core->last_error[0] == '\0' && err == OTA_ERR_IMAGE) {
                 fail_because(core, "image: the first bytes are not an ESP-IDF app image with an app descriptor");
@@ -498,6 +580,9 @@ ota_err_t ota_core_install(ota_core_t *core, const ota_update_t *u)
         return give_up(core, u->firmware_id, err);
     }
     ota_core_report(core, u->firmware_id, OTA_STATUS_INSTALLING, 100, NULL);
+    core->attempt.stage = OTA_STAGE_ACTIVATING;
+    core->attempt.target_slot = core->plat->update_slot_id(core->ctx);
+    save_attempt(core);
     err = core->plat->activate_update(core->ctx, u->file_size);
     if (err != OTA_OK) {
         fail_because(core, "activate: the downloaded image was refused by the platform (%d)", err);
@@ -520,7 +605,7 @@ ota_err_t ota_core_poll(ota_core_t *core, bool *reboot)
             return err;
         }
     }
-    if (core->attempt.stage == OTA_STAGE_ACTIVATED) {
+    if (core->attempt.stage == OTA_STAGE_ACTIVATED || core->attempt.stage == OTA_STAGE_ACTIVATING) {
         /* Activated but not rebooted yet (the app postponed it). */
         *reboot = true;
         return OTA_OK;
@@ -538,8 +623,8 @@ ota_err_t ota_core_poll(ota_core_t *core, bool *reboot)
         }
         return OTA_OK;
     }
-    if (rolled_back_before(core, &update)) {
-        logf_(core, 1, "not retrying firmware %lld (%s): it rolled back on this device",
+    if (refused_before(core, &update)) {
+        logf_(core, 1, "not retrying firmware %lld (%s): it rolled back or was refused on this device",
               (long long)update.firmware_id, update.version);
         return OTA_OK;
     }

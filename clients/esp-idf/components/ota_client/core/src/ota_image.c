@@ -42,7 +42,8 @@ ota_err_t ota_image_read_head(const uint8_t *data, size_t len, ota_image_info_t 
     return OTA_OK;
 }
 
-ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *image, char *why, size_t why_len)
+ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *image, bool newer_build, char *why,
+                         size_t why_len)
 {
     if (!image->chip_checked_by_platform && image->chip_id != running->chip_id) {
         snprintf(why, why_len, "the image is for chip id %u, this device is chip id %u", image->chip_id,
@@ -61,7 +62,7 @@ ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *
                  running->version);
         return OTA_ERR_IMAGE;
     }
-    if (order <= 0) {
+    if (order < 0 || (order == 0 && !newer_build)) {
         snprintf(why, why_len, "the image's version %s is not newer than the running %s", image->version,
                  running->version);
         return OTA_ERR_IMAGE;

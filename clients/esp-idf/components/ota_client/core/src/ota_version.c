@@ -1,116 +1,239 @@
 /* ota_version.c: version ordering, the same reading the server uses
- * (ota-core's version.rs): SemVer 2.0 with a leading "v" allowed, "1" and
- * "1.2" meaning 1.0.0 and 1.2.0, and ESP-IDF's `git describe` versions
- * (v1.2.3-4-gabc) read as 1.2.4-dev.4, after 1.2.3 and before 1.2.4. */
+ * (crates/ota-core/src/version.rs; both are checked against the shared
+ * vectors in clients/esp-idf/host/tests/version_vectors.txt):
+ *   - SemVer 2.0, with a leading "v" dropped;
+ *   - "1" and "1.2" are 1.0.0 and 1.2.0;
+ *   - `git describe` output TAG-N-gHASH[-dirty] is N commits after TAG:
+ *     v1.2.3-4-gabc1234 is 1.2.4-dev.4, and v2.0.0-rc.1-3-gabc1234 is
+ *     2.0.0-rc.1.dev.3;
+ *   - a "-dirty" suffix is build metadata: v1.2.3-dirty is 1.2.3.
+ * Build metadata never orders. */
 #include "ota_core.h"
 
 #include <ctype.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#define VERSION_TEXT_MAX 64
+#define PRE_MAX 96
 
 typedef struct {
     uint64_t core[3];
-    char pre[OTA_VERSION_MAX + 8]; /* "" when there is none */
+    char pre[PRE_MAX]; /* "" when there is none */
 } version_t;
 
-static bool read_number(const char **p, uint64_t *out)
+static bool is_digits(const char *s, size_t len)
 {
-    const char *s = *p;
-    if (!isdigit((unsigned char)*s) || (s[0] == '0' && isdigit((unsigned char)s[1]))) {
+    if (len == 0) {
         return false;
     }
-    uint64_t n = 0;
-    while (isdigit((unsigned char)*s)) {
-        unsigned digit = (unsigned)(*s - '0');
-        if (n > (UINT64_MAX - digit) / 10) {
-            return false;
-        }
-        n = n * 10 + digit;
-        s++;
-    }
-    *p = s;
-    *out = n;
-    return true;
-}
-
-/* "N-gHEX" or "N-gHEX-dirty": what git describe appends to a tag. */
-static bool read_git_describe(const char *pre, uint64_t *commits)
-{
-    const char *s = pre;
-    if (!read_number(&s, commits) || strncmp(s, "-g", 2) != 0) {
-        return false;
-    }
-    s += 2;
-    const char *hex = s;
-    while (isxdigit((unsigned char)*s)) {
-        s++;
-    }
-    if (s - hex < 4) {
-        return false;
-    }
-    return *s == '\0' || strcmp(s, "-dirty") == 0;
-}
-
-static bool parse(const char *text, version_t *v)
-{
-    memset(v, 0, sizeof *v);
-    if (text == NULL) {
-        return false;
-    }
-    const char *s = text;
-    if (*s == 'v' || *s == 'V') {
-        s++;
-    }
-    int parts = 0;
-    while (parts < 3) {
-        if (!read_number(&s, &v->core[parts])) {
-            return false;
-        }
-        parts++;
-        if (*s != '.') {
-            break;
-        }
-        s++;
-    }
-    if (*s != '\0' && *s != '-' && *s != '+') {
-        return false;
-    }
-    if (*s == '-') {
-        s++;
-        const char *end = strchr(s, '+');
-        size_t len = end ? (size_t)(end - s) : strlen(s);
-        if (len == 0 || len >= OTA_VERSION_MAX) {
-            return false;
-        }
-        memcpy(v->pre, s, len);
-        v->pre[len] = '\0';
-        for (size_t i = 0; i < len; i++) {
-            char c = v->pre[i];
-            if (!(isalnum((unsigned char)c) || c == '-' || c == '.')) {
-                return false;
-            }
-        }
-        uint64_t commits;
-        if (parts == 3 && read_git_describe(v->pre, &commits)) {
-            if (v->core[2] == UINT64_MAX) {
-                return false;
-            }
-            v->core[2]++;
-            snprintf(v->pre, sizeof v->pre, "dev.%llu", (unsigned long long)commits);
-        }
-    }
-    return true;
-}
-
-static bool all_digits(const char *s, size_t len)
-{
     for (size_t i = 0; i < len; i++) {
         if (!isdigit((unsigned char)s[i])) {
             return false;
         }
     }
-    return len > 0;
+    return true;
+}
+
+/* A SemVer numeric part: digits, no leading zero, fits in 64 bits. */
+static bool read_number(const char *s, size_t len, uint64_t *out)
+{
+    if (!is_digits(s, len) || (len > 1 && s[0] == '0')) {
+        return false;
+    }
+    uint64_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned digit = (unsigned)(s[i] - '0');
+        if (n > (UINT64_MAX - digit) / 10) {
+            return false;
+        }
+        n = n * 10 + digit;
+    }
+    *out = n;
+    return true;
+}
+
+/* Dot-separated identifiers of [0-9A-Za-z-], none empty; numeric ones
+ * without leading zeros when `numeric_rule` (pre-releases, not builds). */
+static bool identifiers_ok(const char *s, size_t len, bool numeric_rule)
+{
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && s[i] != '.') {
+            if (!isalnum((unsigned char)s[i]) && s[i] != '-') {
+                return false;
+            }
+            continue;
+        }
+        size_t n = i - start;
+        if (n == 0) {
+            return false;
+        }
+        if (numeric_rule && is_digits(s + start, n) && n > 1 && s[start] == '0') {
+            return false;
+        }
+        start = i + 1;
+    }
+    return true;
+}
+
+/* Strict SemVer 2.0: MAJOR.MINOR.PATCH[-pre][+build]. */
+static bool parse_semver(const char *s, size_t len, version_t *v)
+{
+    memset(v, 0, sizeof *v);
+    const char *end = s + len;
+    const char *plus = memchr(s, '+', len);
+    if (plus != NULL) {
+        if (!identifiers_ok(plus + 1, (size_t)(end - plus - 1), false)) {
+            return false;
+        }
+        end = plus;
+    }
+    const char *dash = memchr(s, '-', (size_t)(end - s));
+    const char *core_end = dash != NULL ? dash : end;
+    if (dash != NULL) {
+        size_t pre_len = (size_t)(end - dash - 1);
+        if (pre_len >= PRE_MAX || !identifiers_ok(dash + 1, pre_len, true)) {
+            return false;
+        }
+        memcpy(v->pre, dash + 1, pre_len);
+        v->pre[pre_len] = '\0';
+    }
+    const char *p = s;
+    for (int i = 0; i < 3; i++) {
+        const char *stop = i < 2 ? memchr(p, '.', (size_t)(core_end - p)) : core_end;
+        if (stop == NULL || !read_number(p, (size_t)(stop - p), &v->core[i])) {
+            return false;
+        }
+        p = stop + 1;
+    }
+    return p == core_end + 1;
+}
+
+/* "1" or "1.2": digits without leading zeros, at most 9 per part. */
+static bool is_short_numeric(const char *s, size_t len, int *parts)
+{
+    *parts = 1;
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && s[i] != '.') {
+            continue;
+        }
+        size_t n = i - start;
+        if (n == 0 || n > 9 || !is_digits(s + start, n) || (n > 1 && s[start] == '0')) {
+            return false;
+        }
+        if (i < len) {
+            (*parts)++;
+        }
+        start = i + 1;
+    }
+    return true;
+}
+
+/* SemVer after padding "1" and "1.2" to three parts. */
+static bool parse_padded(const char *s, size_t len, version_t *v)
+{
+    int parts;
+    if (is_short_numeric(s, len, &parts) && parts < 3) {
+        char padded[VERSION_TEXT_MAX + 8];
+        int n = snprintf(padded, sizeof padded, "%.*s%s", (int)len, s, parts == 1 ? ".0.0" : ".0");
+        return n > 0 && (size_t)n < sizeof padded && parse_semver(padded, (size_t)n, v);
+    }
+    return parse_semver(s, len, v);
+}
+
+static const char *find_last(const char *s, size_t len, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = len; i >= n; i--) {
+        if (memcmp(s + i - n, needle, n) == 0) {
+            return s + i - n;
+        }
+    }
+    return NULL;
+}
+
+/* TAG-N-gHASH[-dirty]: 1 when read into *v, 0 when not of that form,
+ * -1 when of that form but TAG is not a version. */
+static int parse_git_describe(const char *s, size_t len, version_t *v)
+{
+    if (len >= 6 && memcmp(s + len - 6, "-dirty", 6) == 0) {
+        len -= 6;
+    }
+    const char *g = find_last(s, len, "-g");
+    if (g == NULL) {
+        return 0;
+    }
+    size_t hash_len = (size_t)(s + len - (g + 2));
+    for (size_t i = 0; i < hash_len; i++) {
+        if (!isxdigit((unsigned char)g[2 + i])) {
+            return 0;
+        }
+    }
+    if (hash_len < 4 || hash_len > 40) {
+        return 0;
+    }
+    const char *dash = find_last(s, (size_t)(g - s), "-");
+    if (dash == NULL) {
+        return 0;
+    }
+    size_t commits_len = (size_t)(g - dash - 1);
+    if (commits_len == 0 || commits_len > 9 || !is_digits(dash + 1, commits_len) || dash[1] == '0') {
+        return 0;
+    }
+    const char *tag = s;
+    size_t tag_len = (size_t)(dash - s);
+    if (memchr(tag, '+', tag_len) != NULL) {
+        return 0;
+    }
+    if (tag_len > 0 && tag[0] == 'v') {
+        tag++;
+        tag_len--;
+    }
+    if (!parse_padded(tag, tag_len, v)) {
+        return -1;
+    }
+    char pre[PRE_MAX];
+    int n;
+    if (v->pre[0] == '\0') {
+        if (v->core[2] == UINT64_MAX) {
+            return -1;
+        }
+        v->core[2]++;
+        n = snprintf(pre, sizeof pre, "dev.%.*s", (int)commits_len, dash + 1);
+    } else {
+        n = snprintf(pre, sizeof pre, "%s.dev.%.*s", v->pre, (int)commits_len, dash + 1);
+    }
+    if (n < 0 || (size_t)n >= sizeof pre) {
+        return -1;
+    }
+    memcpy(v->pre, pre, (size_t)n + 1);
+    return 1;
+}
+
+static bool parse(const char *text, version_t *v)
+{
+    if (text == NULL) {
+        return false;
+    }
+    size_t len = strlen(text);
+    if (len > VERSION_TEXT_MAX) {
+        return false;
+    }
+    if (text[0] == 'v') {
+        text++;
+        len--;
+    }
+    int described = parse_git_describe(text, len, v);
+    if (described != 0) {
+        return described > 0;
+    }
+    if (len >= 6 && memcmp(text + len - 6, "-dirty", 6) == 0 && memchr(text, '+', len - 6) == NULL) {
+        return parse_semver(text, len - 6, v);
+    }
+    return parse_padded(text, len, v);
 }
 
 /* SemVer 2.0 §11: identifiers compared one by one, numbers numerically and
@@ -122,7 +245,7 @@ static int compare_pre(const char *a, const char *b)
     }
     while (true) {
         size_t la = strcspn(a, "."), lb = strcspn(b, ".");
-        bool na = all_digits(a, la), nb = all_digits(b, lb);
+        bool na = is_digits(a, la), nb = is_digits(b, lb);
         int c;
         if (na && nb) {
             c = la != lb ? (la < lb ? -1 : 1) : strncmp(a, b, la);
