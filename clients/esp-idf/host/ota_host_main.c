@@ -28,6 +28,7 @@ typedef struct {
     unsigned long retry_ms;
     int boots;
     bool self_test_passes;
+    bool no_self_test; /* the core's default: a check must reach the server */
     bool check_only;
     bool power_cut_after_activation;
 } options_t;
@@ -52,7 +53,10 @@ static void usage(FILE *to)
             "  --power-cut-after-activation\n"
             "                        end the process abruptly right after the new\n"
             "                        slot is activated (exit 3)\n"
-            "  --self-test pass|fail the application's self-test on a new app's first boot\n"
+            "  --self-test pass|fail|none\n"
+            "                        the application's self-test on a new app's first\n"
+            "                        boot; none: the core's default (a check must get\n"
+            "                        an answer from the server)\n"
             "  --check-only          boot, check once, print the answer and stop\n");
 }
 
@@ -110,8 +114,10 @@ static int parse_options(int argc, char **argv, options_t *o)
             o->boots = (int)n;
         } else if (strcmp(arg, "--power-cut-at") == 0 && parse_number(value, 1ull << 40, &n) && n >= 1) {
             o->power_cut_at = n;
-        } else if (strcmp(arg, "--self-test") == 0 && (strcmp(value, "pass") == 0 || strcmp(value, "fail") == 0)) {
+        } else if (strcmp(arg, "--self-test") == 0 &&
+                   (strcmp(value, "pass") == 0 || strcmp(value, "fail") == 0 || strcmp(value, "none") == 0)) {
             o->self_test_passes = strcmp(value, "pass") == 0;
+            o->no_self_test = strcmp(value, "none") == 0;
         } else {
             fprintf(stderr, "ota-host-client: bad option or value: %s %s\n", arg, value);
             return 2;
@@ -157,7 +163,7 @@ static int run_boot(options_t *o, host_device_t *dev)
         .piece_size = (uint32_t)o->piece_size,
         .retry_base_ms = (uint32_t)o->retry_ms,
         .retry_max_ms = (uint32_t)o->retry_ms * 8,
-        .self_test = self_test,
+        .self_test = o->no_self_test ? NULL : self_test,
         .self_test_user = o,
     };
     ota_core_t core;

@@ -214,14 +214,15 @@ static void request_bodies_say_what_the_api_names(void)
 {
     ota_core_config_t cfg = {.device_type = "scales_bridge_tab5", .channel = "beta", .build_number = 3};
     ota_app_info_t running = {.version = "1.0.0", .secure_version = 2};
-    char *body = ota_build_check_request(&cfg, &running);
+    char *body = ota_build_check_request(&cfg, &running, true);
     CHECK(body != NULL && strcmp(body, "{\"device_type\":\"scales_bridge_tab5\",\"current_version\":\"1.0.0\","
                                        "\"secure_version\":2,\"build_number\":3,\"channel\":\"beta\"}") == 0);
     free(body);
     cfg.channel = NULL;
     cfg.build_number = -1;
-    body = ota_build_check_request(&cfg, &running);
+    body = ota_build_check_request(&cfg, &running, false);
     CHECK(body != NULL && strstr(body, "channel") == NULL && strstr(body, "build_number") == NULL);
+    CHECK(strstr(body, "secure_version") == NULL);
     free(body);
 
     body = ota_build_status_request(12, OTA_STATUS_DOWNLOADING, 40, NULL);

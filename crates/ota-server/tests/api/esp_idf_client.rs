@@ -540,6 +540,11 @@ async fn the_same_version_with_a_higher_build_number_is_installed() {
     assert!(out.contains("confirmed slot=1"), "{out}");
     assert!(!out.contains("rebooting"), "nothing more to install: {out}");
     assert_eq!(the_row(&app, &device).await["status"], "success");
+    // A build that still says 3 is offered build 7 again: it is not
+    // installed over itself in a loop.
+    let (code, out) = device.run(&app.address, &["--build-number", "3", "--boots", "1"]).await;
+    assert_eq!(code, IDLE, "{out}");
+    assert!(out.contains("not retrying"), "{out}");
 }
 
 #[tokio::test]
@@ -641,4 +646,38 @@ async fn a_power_cut_right_after_activation_still_ends_in_success() {
     assert!(out.contains("boot slot=1 state=pending_verify version=1.1.0"), "{out}");
     assert!(out.contains("verdict confirmed"), "{out}");
     assert_eq!(the_row(&app, &device).await["status"], "success");
+}
+
+#[tokio::test]
+async fn without_a_self_test_a_new_app_that_cannot_reach_the_server_is_rolled_back_and_tried_again() {
+    let (app, _) = server_offering("1.1.0", &tab5_image("scales_bridge", "1.1.0", 100 * 1024)).await;
+    let device = Device::new("tab5-0008", &tab5_image("scales_bridge", "1.0.0", 100 * 1024));
+    let (code, out) = device.run(&app.address, &["--self-test", "none", "--boots", "1"]).await;
+    assert_eq!(code, REBOOT_DUE, "{out}");
+
+    // The new app's first boot finds no server (nothing listens there).
+    let dead = "http://127.0.0.1:9";
+    let (code, out) = device.run(dead, &["--self-test", "none", "--boots", "1"]).await;
+    assert_eq!(code, REBOOT_DUE, "{out}");
+    assert!(out.contains("rollback requested"), "{out}");
+
+    // Back on the old app with the server up: the rollback is reported as
+    // the server's absence, and the build is installed again.
+    let (code, out) = device.run(&app.address, &["--self-test", "none", "--boots", "1"]).await;
+    assert_eq!(code, REBOOT_DUE, "{out}");
+    assert!(out.contains("boot slot=0 state=valid version=1.0.0"), "{out}");
+    let rows = rows_of(&app, &device).await;
+    let message = rows[0]["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("could not reach the server"), "{rows:#?}");
+    assert_eq!(
+        rows.last().unwrap()["status"],
+        "installing",
+        "installed again: {rows:#?}"
+    );
+
+    // This time it reaches the server: kept, and reported.
+    let (code, out) = device.run(&app.address, &["--self-test", "none", "--boots", "1"]).await;
+    assert_eq!(code, IDLE, "{out}");
+    assert!(out.contains("verdict confirmed"), "{out}");
+    assert_eq!(rows_of(&app, &device).await.last().unwrap()["status"], "success");
 }

@@ -65,7 +65,9 @@ typedef struct {
     /** Runs on the first boot of a new app, before it is confirmed, in the
      *  OTA task. Return true when the app works (network up, peripherals
      *  answer). false rolls back to the previous app and restarts. NULL:
-     *  the app is confirmed once it runs. */
+     *  the app is kept once a check gets any HTTP answer from the server
+     *  (8 tries, about 10 minutes at the default backoff); if none does,
+     *  it is rolled back, and may be offered and installed again later. */
     ota_self_test_fn self_test;
     void *self_test_user;     /**< passed to self_test */
 } ota_client_config_t;

@@ -97,10 +97,13 @@ typedef struct {
     char version[OTA_VERSION_MAX];     /**< the new app's version, as the server names it */
     char from_version[OTA_VERSION_MAX];/**< the app that started the update */
     uint32_t target_slot;     /**< platform's update_slot_id() when activation started */
+    uint8_t http_refusals;    /**< downloads the server refused in a row (3 ends the attempt) */
+    uint8_t unconfirmed_offline; /**< rolled back because the new app never reached the server */
 } ota_attempt_t;
 
 #define OTA_ATTEMPT_KEY "ota_attempt"
 #define OTA_ROLLED_BACK_KEY "ota_bad_fw" /* the last firmware that rolled back or did not fit: not installed again */
+#define OTA_RUNNING_KEY "ota_running_fw" /* the last firmware installed and confirmed: not installed again */
 #define OTA_ATTEMPT_MAGIC 0x4F544141u /* "OTAA" */
 #define OTA_ATTEMPT_LAYOUT 2
 
@@ -115,6 +118,7 @@ typedef struct {
     char last_error[160];    /**< why the last install failed, for the report and the log */
     int last_http_status;    /**< of the last POST; 0 when it did not get an answer */
     int64_t offered_build;   /**< build_number of the offer being installed, -1: none */
+    bool verifying;          /**< checking from an unconfirmed app: its secure_version is not burned yet */
 } ota_core_t;
 
 /** Checks the configuration and loads the resume record. */
@@ -170,7 +174,7 @@ ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *
 ota_err_t ota_parse_check_answer(const char *json, ota_update_t *out);
 
 /** Builds the JSON bodies (malloc'd; free() them). */
-char *ota_build_check_request(const ota_core_config_t *cfg, const ota_app_info_t *running);
+char *ota_build_check_request(const ota_core_config_t *cfg, const ota_app_info_t *running, bool with_secure_version);
 char *ota_build_status_request(int64_t firmware_id, ota_status_t status, int progress, const char *message);
 
 #ifdef __cplusplus

@@ -178,7 +178,7 @@ ota_err_t ota_core_check(ota_core_t *core, ota_update_t *update)
         return err;
     }
     char *answer;
-    err = post(core, "/api/ota/check", ota_build_check_request(&core->cfg, &running), &answer);
+    err = post(core, "/api/ota/check", ota_build_check_request(&core->cfg, &running, !core->verifying), &answer);
     if (err == OTA_OK) {
         err = ota_parse_check_answer(answer, update);
         if (err != OTA_OK) {
@@ -199,29 +199,42 @@ typedef struct {
     uint8_t file_hash[32];
 } ota_rolled_back_t;
 
-static void remember_bad(ota_core_t *core, int64_t firmware_id, const uint8_t file_hash[32])
+static void remember(ota_core_t *core, const char *key, int64_t firmware_id, const uint8_t file_hash[32])
 {
-    ota_rolled_back_t bad = {.firmware_id = firmware_id};
-    memcpy(bad.file_hash, file_hash, sizeof bad.file_hash);
-    if (core->plat->kv_set(core->ctx, OTA_ROLLED_BACK_KEY, &bad, sizeof bad) != OTA_OK) {
-        logf_(core, 1, "could not remember that firmware %lld is not to be installed", (long long)firmware_id);
+    ota_rolled_back_t fw = {.firmware_id = firmware_id};
+    memcpy(fw.file_hash, file_hash, sizeof fw.file_hash);
+    if (core->plat->kv_set(core->ctx, key, &fw, sizeof fw) != OTA_OK) {
+        logf_(core, 1, "could not remember firmware %lld under %s", (long long)firmware_id, key);
     }
 }
 
-static bool refused_before(ota_core_t *core, const ota_update_t *u)
+static bool remembered(ota_core_t *core, const char *key, const ota_update_t *u)
 {
-    ota_rolled_back_t bad;
-    size_t len = sizeof bad;
-    return core->plat->kv_get(core->ctx, OTA_ROLLED_BACK_KEY, &bad, &len) == OTA_OK && len == sizeof bad &&
-           bad.firmware_id == u->firmware_id && memcmp(bad.file_hash, u->file_hash, sizeof bad.file_hash) == 0;
+    ota_rolled_back_t fw;
+    size_t len = sizeof fw;
+    return core->plat->kv_get(core->ctx, key, &fw, &len) == OTA_OK && len == sizeof fw &&
+           fw.firmware_id == u->firmware_id && memcmp(fw.file_hash, u->file_hash, sizeof fw.file_hash) == 0;
 }
 
-/* The server will never take this report (4xx other than 408/429):
- * keeping it would block every later poll. */
+static void remember_bad(ota_core_t *core, int64_t firmware_id, const uint8_t file_hash[32])
+{
+    remember(core, OTA_ROLLED_BACK_KEY, firmware_id, file_hash);
+}
+
+/* A firmware that rolled back or did not fit here, or the one installed
+ * last (offered again when the build_number the app sends lags behind the
+ * server's): installing it again would only loop. */
+static bool refused_before(ota_core_t *core, const ota_update_t *u)
+{
+    return remembered(core, OTA_ROLLED_BACK_KEY, u) || remembered(core, OTA_RUNNING_KEY, u);
+}
+
+/* The server will never take this report (4xx other than 401, which a new
+ * token cures, and 408/429): keeping it would block every later poll. */
 static bool refused_for_good(const ota_core_t *core, ota_err_t err)
 {
     int status = core->last_http_status;
-    return err == OTA_ERR_HTTP && status >= 400 && status < 500 && status != 408 && status != 429;
+    return err == OTA_ERR_HTTP && status >= 400 && status < 500 && status != 401 && status != 408 && status != 429;
 }
 
 static ota_err_t report_success(ota_core_t *core)
@@ -247,6 +260,13 @@ static ota_err_t settle(ota_core_t *core)
     ota_err_t err;
     if (core->attempt.stage == OTA_STAGE_CONFIRMED) {
         err = report_success(core);
+    } else if (core->attempt.unconfirmed_offline) {
+        /* Not the build's fault for sure (the server may have been down):
+         * it may be offered and installed again. */
+        char message[2 * OTA_VERSION_MAX + 96];
+        snprintf(message, sizeof message, "rollback: %s runs again; %s could not reach the server to confirm itself",
+                 core->attempt.from_version, core->attempt.version);
+        err = ota_core_report(core, core->attempt.firmware_id, OTA_STATUS_FAILED, -1, message);
     } else {
         remember_bad(core, core->attempt.firmware_id, core->attempt.file_hash);
         char message[2 * OTA_VERSION_MAX + 64];
@@ -265,15 +285,20 @@ static ota_err_t settle(ota_core_t *core)
 }
 
 /* Without an application self-test, a new app must at least reach the
- * server: a build that cannot is not kept, or it could never be updated. */
+ * server: a build that cannot is not kept, or it could never be updated.
+ * Any HTTP answer counts (a 5xx during a rollout is the server's problem,
+ * not the build's); 8 tries span about 10 minutes at the default backoff. */
 static bool reaches_the_server(ota_core_t *core)
 {
+    core->verifying = true;
     for (uint32_t attempt = 1;; attempt++) {
         ota_update_t ignored;
-        if (ota_core_check(core, &ignored) == OTA_OK) {
+        if (ota_core_check(core, &ignored) == OTA_OK || core->last_http_status != 0) {
+            core->verifying = false;
             return true;
         }
-        if (attempt >= 5) {
+        if (attempt >= 8) {
+            core->verifying = false;
             return false;
         }
         core->plat->sleep_ms(core->ctx, ota_backoff_ms(attempt, core->cfg.retry_base_ms, core->cfg.retry_max_ms,
@@ -313,10 +338,15 @@ ota_err_t ota_core_on_boot(ota_core_t *core, ota_boot_outcome_t *outcome)
     if (pending_verify) {
         /* A new app must prove itself before it is kept, whether or not this
          * client installed it (a USB flash also boots pending verify). */
+        bool offline = false;
         bool works = core->cfg.self_test != NULL ? core->cfg.self_test(core->cfg.self_test_user)
-                                                 : reaches_the_server(core);
+                                                 : !(offline = !reaches_the_server(core));
         if (!works) {
             logf_(core, 0, "the self-test failed: rolling back to the previous app");
+            if (offline && core->attempt.stage == OTA_STAGE_ACTIVATED) {
+                core->attempt.unconfirmed_offline = 1;
+                save_attempt(core);
+            }
             return core->plat->rollback_and_reboot(core->ctx) == OTA_OK ? OTA_ERR_SELF_TEST : OTA_ERR_STATE;
         }
         err = core->plat->mark_valid(core->ctx);
@@ -328,6 +358,7 @@ ota_err_t ota_core_on_boot(ota_core_t *core, ota_boot_outcome_t *outcome)
     if (core->attempt.stage == OTA_STAGE_ACTIVATED) {
         /* Confirmed above; or rollback is off in the bootloader, and running
          * the new app is the verdict. */
+        remember(core, OTA_RUNNING_KEY, core->attempt.firmware_id, core->attempt.file_hash);
         core->attempt.stage = OTA_STAGE_CONFIRMED;
         save_attempt(core);
     }
@@ -540,26 +571,33 @@ ota_err_t ota_core_install(ota_core_t *core, const ota_update_t *u)
         uint64_t written = download.resume_from;
         err = core->plat->download(core->ctx, &download, &written);
         if (err == OTA_OK) {
+            core->attempt.http_refusals = 0;
             on_written(core, u->file_size);
             break;
         }
         if (written > core->attempt.bytes_written) {
             core->attempt.bytes_written = written > u->file_size ? u->file_size : written;
+            core->attempt.http_refusals = 0;
         }
-        save_attempt(core);
-        if (err == OTA_ERR_HTTP) {
+        if (err == OTA_ERR_HTTP && core->attempt.http_refusals < 2) {
             /* An expired link (403) or a build withdrawn meanwhile (404): keep
              * what is in the slot. The next poll asks for a fresh link and
              * resumes, or drops the download if the build is no longer offered. */
+            core->attempt.http_refusals++;
+            save_attempt(core);
             logf_(core, 1, "the server refused the download; asking again on the next poll");
             return err;
+        }
+        save_attempt(core);
+        if (err == OTA_ERR_HTTP) {
+            fail_because(core, "download: the server refused the download of a build it offers, 3 times in a row");
+            return give_up(core, u->firmware_id, err);
         }
         if (err != OTA_ERR_IO) {
             if (core->last_error[0] == '\0' && err == OTA_ERR_IMAGE) {
                 fail_because(core, "image: the first bytes are not an ESP-IDF app image with an app descriptor");
             } else if (core->last_error[0] == '\0') {
-                fail_because(core, "download: %s (%d)",
-                             err == OTA_ERR_HTTP ? "the server refused the download" : "failed", err);
+                fail_because(core, "download: failed (%d)", err);
             }
             return give_up(core, u->firmware_id, err);
         }

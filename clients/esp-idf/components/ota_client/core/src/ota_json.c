@@ -20,15 +20,17 @@ const char *ota_status_name(ota_status_t status)
     return "failed";
 }
 
-char *ota_build_check_request(const ota_core_config_t *cfg, const ota_app_info_t *running)
+char *ota_build_check_request(const ota_core_config_t *cfg, const ota_app_info_t *running, bool with_secure_version)
 {
     cJSON *body = cJSON_CreateObject();
     if (body == NULL) {
         return NULL;
     }
     bool ok = cJSON_AddStringToObject(body, "device_type", cfg->device_type) != NULL &&
-              cJSON_AddStringToObject(body, "current_version", running->version) != NULL &&
-              cJSON_AddNumberToObject(body, "secure_version", running->secure_version) != NULL;
+              cJSON_AddStringToObject(body, "current_version", running->version) != NULL;
+    if (ok && with_secure_version) {
+        ok = cJSON_AddNumberToObject(body, "secure_version", running->secure_version) != NULL;
+    }
     if (ok && cfg->build_number >= 0) {
         ok = cJSON_AddNumberToObject(body, "build_number", (double)cfg->build_number) != NULL;
     }
