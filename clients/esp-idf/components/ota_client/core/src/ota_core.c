@@ -191,17 +191,18 @@ ota_err_t ota_core_check(ota_core_t *core, ota_update_t *update)
 
 /* ---- boot-time verdict ------------------------------------------------- */
 
-/* The last firmware that rolled back on this device, or that it refused
- * as not fitting: it is not installed again (the server may keep offering
- * it until an operator stops it). */
+/* A firmware named by id and hash, kept in NVS: the last one that rolled
+ * back or did not fit (OTA_ROLLED_BACK_KEY), and the last one installed
+ * (OTA_RUNNING_KEY). Neither is installed again, though the server may keep
+ * offering them until an operator stops it. */
 typedef struct {
     int64_t firmware_id;
     uint8_t file_hash[32];
-} ota_rolled_back_t;
+} ota_firmware_ref_t;
 
 static void remember(ota_core_t *core, const char *key, int64_t firmware_id, const uint8_t file_hash[32])
 {
-    ota_rolled_back_t fw = {.firmware_id = firmware_id};
+    ota_firmware_ref_t fw = {.firmware_id = firmware_id};
     memcpy(fw.file_hash, file_hash, sizeof fw.file_hash);
     if (core->plat->kv_set(core->ctx, key, &fw, sizeof fw) != OTA_OK) {
         logf_(core, 1, "could not remember firmware %lld under %s", (long long)firmware_id, key);
@@ -210,7 +211,7 @@ static void remember(ota_core_t *core, const char *key, int64_t firmware_id, con
 
 static bool remembered(ota_core_t *core, const char *key, const ota_update_t *u)
 {
-    ota_rolled_back_t fw;
+    ota_firmware_ref_t fw;
     size_t len = sizeof fw;
     return core->plat->kv_get(core->ctx, key, &fw, &len) == OTA_OK && len == sizeof fw &&
            fw.firmware_id == u->firmware_id && memcmp(fw.file_hash, u->file_hash, sizeof fw.file_hash) == 0;
