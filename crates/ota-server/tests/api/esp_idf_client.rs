@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::esp_images::tab5_checks_images;
+use crate::esp_images::{tab5_checks_images, upload_image};
 use crate::helpers::*;
 
 const PIECE: u64 = 64 * 1024;
@@ -325,21 +325,11 @@ async fn server_offering(version: &str, image: &[u8]) -> (TestApp, i64) {
     server_offering_with(version, image, &[]).await
 }
 
-async fn server_offering_with(version: &str, image: &[u8], fields: &[(&'static str, &'static str)]) -> (TestApp, i64) {
+async fn server_offering_with(version: &str, image: &[u8], fields: &[(&str, &str)]) -> (TestApp, i64) {
     let app = spawn_app().await;
     tab5_checks_images(&app).await;
-    let mut form = reqwest::multipart::Form::new()
-        .text("device_type", DEVICE_TYPE)
-        .text("register", "true")
-        .text("is_stable", "true");
-    for (name, value) in fields {
-        form = form.text(*name, *value);
-    }
-    let form = form.part(
-        "file",
-        reqwest::multipart::Part::bytes(image.to_vec()).file_name("app.bin"),
-    );
-    let response = app.upload_form(form).await;
+    let fields = [&[("register", "true"), ("is_stable", "true")], fields].concat();
+    let response = upload_image(&app, image.to_vec(), &fields).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let uploaded: Value = response.json().await.unwrap();
     assert_eq!(uploaded["firmware"]["version"], version);

@@ -33,7 +33,7 @@ fn tab5_build(version: &str) -> AppImageSpec {
 }
 
 /// Uploads `bytes` for the Tab5 with the given extra form fields.
-async fn upload_image(app: &TestApp, bytes: Vec<u8>, fields: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn upload_image(app: &TestApp, bytes: Vec<u8>, fields: &[(&str, &str)]) -> reqwest::Response {
     let mut form = reqwest::multipart::Form::new().text("device_type", DEVICE_TYPE);
     for (name, value) in fields {
         form = form.text(name.to_string(), value.to_string());
