@@ -181,9 +181,9 @@ static int run_boot(options_t *o, host_device_t *dev)
         ota_update_t update;
         err = ota_core_check(&core, &update);
         if (err == OTA_OK) {
-            printf("check update_available=%s firmware_id=%lld version=%s log_id=%lld\n",
+            printf("check update_available=%s firmware_id=%lld version=%s log_id=%lld is_downgrade=%s\n",
                    update.update_available ? "true" : "false", (long long)update.firmware_id, update.version,
-                   (long long)update.log_id);
+                   (long long)update.log_id, update.is_downgrade ? "true" : "false");
         }
         return err == OTA_OK ? 0 : 1;
     }

@@ -64,6 +64,8 @@ typedef struct {
     uint64_t file_size;
     uint8_t file_hash[32];
     bool is_mandatory;
+    bool is_downgrade;        /**< the server offers a version below the running one on
+                                   purpose (a pin or a recall); false when absent */
     char download_url[OTA_URL_MAX];
 } ota_update_t;
 
@@ -103,7 +105,11 @@ typedef struct {
 
 #define OTA_ATTEMPT_KEY "ota_attempt"
 #define OTA_ROLLED_BACK_KEY "ota_bad_fw" /* the last firmware that rolled back or did not fit: not installed again */
-#define OTA_RUNNING_KEY "ota_running_fw" /* the last firmware installed and confirmed: not installed again */
+#define OTA_RUNNING_KEY "ota_running_fw" /* the last firmware installed and confirmed: not installed again,
+                                            except when offered as a downgrade */
+#define OTA_UNFIT_KEY "ota_unfit_fw" /* the last firmware refused for its version order alone: not
+                                        installed again while the same version runs and the offer
+                                        says the same is_downgrade */
 #define OTA_ATTEMPT_MAGIC 0x4F544141u /* "OTAA" */
 #define OTA_ATTEMPT_LAYOUT 2
 
@@ -118,6 +124,8 @@ typedef struct {
     char last_error[160];    /**< why the last install failed, for the report and the log */
     int last_http_status;    /**< of the last POST; 0 when it did not get an answer */
     int64_t offered_build;   /**< build_number of the offer being installed, -1: none */
+    bool offered_downgrade;  /**< the offer being installed says is_downgrade */
+    bool refused_for_version;/**< the image was refused for its version order alone */
     bool verifying;          /**< checking from an unconfirmed app: its secure_version is not burned yet */
 } ota_core_t;
 
@@ -163,12 +171,20 @@ int ota_version_compare(const char *a, const char *b, bool *ok);
 ota_err_t ota_image_read_head(const uint8_t *data, size_t len, ota_image_info_t *out);
 
 /** Whether an image may be written over the passive slot of a device
- *  running `running`: same chip and project, a newer version (or the same
- *  version when `newer_build`: the offer's build_number is higher than the
- *  running one's), and a secure_version not below the running one. Writes
- *  the reason to `why`. */
-ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *image, bool newer_build, char *why,
-                         size_t why_len);
+ *  running `running`: same chip and project, a readable version, a
+ *  secure_version not below the running one, and a version in the right
+ *  order against the running one:
+ *    - `downgrade` false: newer than the running one, or the same version
+ *      when `newer_build` (the offer's build_number is higher than the
+ *      running one's);
+ *    - `downgrade` true (the offer says is_downgrade): strictly older than
+ *      the running one. The same or a newer version is refused: the offer
+ *      and the image disagree.
+ *  Writes the reason to `why`. `*version_order` (optional) is set to true
+ *  when the version order is the only objection, one that may go away once
+ *  another version runs; false otherwise. */
+ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *image, bool newer_build,
+                         bool downgrade, char *why, size_t why_len, bool *version_order);
 
 /** Parses a check answer (for tests). */
 ota_err_t ota_parse_check_answer(const char *json, ota_update_t *out);

@@ -194,11 +194,22 @@ ota_err_t ota_core_check(ota_core_t *core, ota_update_t *update)
 /* A firmware named by id and hash, kept in NVS: the last one that rolled
  * back or did not fit (OTA_ROLLED_BACK_KEY), and the last one installed
  * (OTA_RUNNING_KEY). Neither is installed again, though the server may keep
- * offering them until an operator stops it. */
+ * offering them until an operator stops it. Their layout is fixed: an older
+ * client a downgrade goes back to reads them too. */
 typedef struct {
     int64_t firmware_id;
     uint8_t file_hash[32];
 } ota_firmware_ref_t;
+
+/* The last firmware refused for its version order alone (OTA_UNFIT_KEY),
+ * with what that verdict depended on: the version that ran, and whether the
+ * offer was a downgrade. Since downgrades, the running version can go down
+ * as well as up, so the refusal holds only while both are the same. */
+typedef struct {
+    ota_firmware_ref_t fw;
+    uint8_t downgrade;
+    char running_version[sizeof ((ota_app_info_t *)0)->version];
+} ota_unfit_ref_t;
 
 static void remember(ota_core_t *core, const char *key, int64_t firmware_id, const uint8_t file_hash[32])
 {
@@ -222,12 +233,50 @@ static void remember_bad(ota_core_t *core, int64_t firmware_id, const uint8_t fi
     remember(core, OTA_ROLLED_BACK_KEY, firmware_id, file_hash);
 }
 
+static void remember_unfit(ota_core_t *core, int64_t firmware_id, const uint8_t file_hash[32], bool downgrade)
+{
+    ota_app_info_t running;
+    ota_unfit_ref_t ref;
+    memset(&ref, 0, sizeof ref);
+    if (core->plat->running_app(core->ctx, &running) != OTA_OK) {
+        return;
+    }
+    ref.fw.firmware_id = firmware_id;
+    memcpy(ref.fw.file_hash, file_hash, sizeof ref.fw.file_hash);
+    ref.downgrade = downgrade ? 1 : 0;
+    snprintf(ref.running_version, sizeof ref.running_version, "%s", running.version);
+    if (core->plat->kv_set(core->ctx, OTA_UNFIT_KEY, &ref, sizeof ref) != OTA_OK) {
+        logf_(core, 1, "could not remember firmware %lld under %s", (long long)firmware_id, OTA_UNFIT_KEY);
+    }
+}
+
+/* Refused for its version order, offered the same way, while the version
+ * that runs now ran. */
+static bool unfit_here(ota_core_t *core, const ota_update_t *u)
+{
+    ota_unfit_ref_t ref;
+    size_t len = sizeof ref;
+    ota_app_info_t running;
+    return core->plat->kv_get(core->ctx, OTA_UNFIT_KEY, &ref, &len) == OTA_OK && len == sizeof ref &&
+           ref.fw.firmware_id == u->firmware_id &&
+           memcmp(ref.fw.file_hash, u->file_hash, sizeof ref.fw.file_hash) == 0 &&
+           ref.downgrade == (u->is_downgrade ? 1 : 0) &&
+           memchr(ref.running_version, '\0', sizeof ref.running_version) != NULL &&
+           core->plat->running_app(core->ctx, &running) == OTA_OK &&
+           strcmp(ref.running_version, running.version) == 0;
+}
+
 /* A firmware that rolled back or did not fit here, or the one installed
  * last (offered again when the build_number the app sends lags behind the
- * server's): installing it again would only loop. */
+ * server's): installing it again would only loop. A downgrade offer is
+ * never the running firmware (the server offers a version below the one
+ * the device reports), so the last installed one does not stop it: a
+ * device that went 1.0.0 -> 1.1.0 -> 1.0.0 -> 1.1.0 installs each. A
+ * firmware that rolled back here stays refused, downgrade or not. */
 static bool refused_before(ota_core_t *core, const ota_update_t *u)
 {
-    return remembered(core, OTA_ROLLED_BACK_KEY, u) || remembered(core, OTA_RUNNING_KEY, u);
+    return remembered(core, OTA_ROLLED_BACK_KEY, u) || (!u->is_downgrade && remembered(core, OTA_RUNNING_KEY, u)) ||
+           unfit_here(core, u);
 }
 
 /* The server will never take this report (4xx other than 401, which a new
@@ -417,14 +466,22 @@ static ota_err_t check_image(void *user, const ota_image_info_t *image)
     if (err != OTA_OK) {
         return err;
     }
-    char why[128];
+    char why[sizeof core->last_error - 8];
     bool newer_build = core->offered_build >= 0 && core->cfg.build_number >= 0 &&
                        core->offered_build > core->cfg.build_number;
-    if (ota_image_fits(&running, image, newer_build, why, sizeof why) != OTA_OK) {
+    bool version_order = false;
+    if (ota_image_fits(&running, image, newer_build, core->offered_downgrade, why, sizeof why, &version_order) !=
+        OTA_OK) {
+        core->refused_for_version = version_order;
         fail_because(core, "image: %s", why);
         return OTA_ERR_IMAGE;
     }
-    logf_(core, 2, "image %s for %s fits; writing it", image->version, image->project_name);
+    if (core->offered_downgrade) {
+        logf_(core, 2, "image %s for %s fits as a downgrade from %s; writing it", image->version, image->project_name,
+              running.version);
+    } else {
+        logf_(core, 2, "image %s for %s fits; writing it", image->version, image->project_name);
+    }
     return OTA_OK;
 }
 
@@ -469,7 +526,10 @@ static ota_err_t verify_hash(ota_core_t *core)
 static ota_err_t give_up(ota_core_t *core, int64_t firmware_id, ota_err_t err)
 {
     core->plat->abort_update(core->ctx);
-    if (err == OTA_ERR_IMAGE) {
+    if (err == OTA_ERR_IMAGE && core->refused_for_version) {
+        /* It will not fit while this version runs and the offer is the same. */
+        remember_unfit(core, firmware_id, core->attempt.file_hash, core->offered_downgrade);
+    } else if (err == OTA_ERR_IMAGE) {
         /* It will not fit next time either. */
         remember_bad(core, firmware_id, core->attempt.file_hash);
     }
@@ -544,6 +604,8 @@ ota_err_t ota_core_install(ota_core_t *core, const ota_update_t *u)
     core->last_error[0] = '\0';
     core->last_progress = -1;
     core->offered_build = u->build_number;
+    core->offered_downgrade = u->is_downgrade;
+    core->refused_for_version = false;
     if (same_firmware(&core->attempt, u)) {
         logf_(core, 2, "resuming %s at byte %llu of %llu", u->version, (unsigned long long)core->attempt.bytes_written,
               (unsigned long long)u->file_size);
@@ -666,6 +728,10 @@ ota_err_t ota_core_poll(ota_core_t *core, bool *reboot)
         logf_(core, 1, "not retrying firmware %lld (%s): it rolled back or was refused on this device",
               (long long)update.firmware_id, update.version);
         return OTA_OK;
+    }
+    if (update.is_downgrade) {
+        logf_(core, 2, "firmware %lld (%s) is offered as a downgrade (a pin or a recall)",
+              (long long)update.firmware_id, update.version);
     }
     err = ota_core_install(core, &update);
     *reboot = err == OTA_OK;

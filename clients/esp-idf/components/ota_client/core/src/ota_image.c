@@ -42,9 +42,12 @@ ota_err_t ota_image_read_head(const uint8_t *data, size_t len, ota_image_info_t 
     return OTA_OK;
 }
 
-ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *image, bool newer_build, char *why,
-                         size_t why_len)
+ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *image, bool newer_build,
+                         bool downgrade, char *why, size_t why_len, bool *version_order)
 {
+    if (version_order != NULL) {
+        *version_order = false;
+    }
     if (!image->chip_checked_by_platform && image->chip_id != running->chip_id) {
         snprintf(why, why_len, "the image is for chip id %u, this device is chip id %u", image->chip_id,
                  running->chip_id);
@@ -62,14 +65,26 @@ ota_err_t ota_image_fits(const ota_app_info_t *running, const ota_image_info_t *
                  running->version);
         return OTA_ERR_IMAGE;
     }
-    if (order < 0 || (order == 0 && !newer_build)) {
-        snprintf(why, why_len, "the image's version %s is not newer than the running %s", image->version,
-                 running->version);
-        return OTA_ERR_IMAGE;
-    }
+    /* Before the version order: a downgrade changes nothing here, and this
+     * objection holds whatever version runs later (the counter only rises). */
     if (image->secure_version < running->secure_version) {
         snprintf(why, why_len, "the image's secure_version %u is below the running app's %u; anti-rollback would erase it",
                  (unsigned)image->secure_version, (unsigned)running->secure_version);
+        return OTA_ERR_IMAGE;
+    }
+    /* Last, so that *version_order means nothing else objects. */
+    bool in_order = downgrade ? order < 0 : order > 0 || (order == 0 && newer_build);
+    if (!in_order) {
+        if (downgrade) {
+            snprintf(why, why_len, "the image's version %s is not older than the running %s, but the offer is a "
+                     "downgrade", image->version, running->version);
+        } else {
+            snprintf(why, why_len, "the image's version %s is not newer than the running %s", image->version,
+                     running->version);
+        }
+        if (version_order != NULL) {
+            *version_order = true;
+        }
         return OTA_ERR_IMAGE;
     }
     return OTA_OK;

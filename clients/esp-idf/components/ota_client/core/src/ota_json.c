@@ -146,6 +146,13 @@ ota_err_t ota_parse_check_answer(const char *json, ota_update_t *out)
         out->log_id = n;
     }
     out->is_mandatory = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "is_mandatory"));
+    /* Absent means false: servers before downgrades do not send it. Present,
+     * it must be a boolean: the fit check depends on it. */
+    const cJSON *downgrade = cJSON_GetObjectItemCaseSensitive(root, "is_downgrade");
+    if (downgrade != NULL && !cJSON_IsBool(downgrade)) {
+        goto done;
+    }
+    out->is_downgrade = cJSON_IsTrue(downgrade);
     err = OTA_OK;
 done:
     cJSON_Delete(root);
