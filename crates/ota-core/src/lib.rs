@@ -7,6 +7,7 @@ pub mod esp;
 pub mod link;
 pub mod names;
 pub mod offer;
+pub mod rollout;
 pub mod status;
 pub mod time;
 pub mod units;
@@ -14,7 +15,7 @@ pub mod version;
 pub mod wire;
 
 pub use link::{LinkError, LinkSigner};
-pub use names::{Channel, DeviceId, DeviceType, FileName, NameError, Percent, Sha256Hex};
-pub use offer::{Candidate, DeviceFacts, rollout_bucket, select_offer};
+pub use names::{Channel, DeviceId, DeviceType, FileName, GroupName, NameError, Percent, Sha256Hex};
+pub use offer::{Candidate, Choice, DeviceFacts, Gate, OfferKind, choose, rollout_bucket, select_offer};
 pub use status::{OtaStatus, Transition, TransitionError, transition};
 pub use version::{Version, VersionError};

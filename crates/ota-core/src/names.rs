@@ -100,6 +100,23 @@ impl DeviceType {
 }
 
 string_newtype!(
+    /// A named group of devices, e.g. `beta-testers`: lower-case ASCII
+    /// letters, digits, `_` and `-`, at most 64 characters.
+    GroupName
+);
+
+impl GroupName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(value: &str) -> Result<Self, NameError> {
+        check_token(value, Self::MAX_LEN, "lower-case letters, digits, '_' and '-'", |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+        })?;
+        Ok(Self(value.to_owned()))
+    }
+}
+
+string_newtype!(
     /// A device's identity, the `sub` of its token: printable ASCII without
     /// spaces, at most 128 characters (MAC addresses, serial numbers, UUIDs).
     DeviceId

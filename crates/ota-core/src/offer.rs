@@ -3,6 +3,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::names::{Channel, DeviceId, Percent};
+use crate::rollout::{Arm, RolloutState, arm_of, cohort_bucket, stage_of};
 use crate::version::Version;
 
 /// What a device told us about itself when it asked.
@@ -15,6 +16,10 @@ pub struct DeviceFacts<'a> {
     /// The device's anti-rollback counter (its eFuse `secure_version`), when
     /// known: reported now, or kept in the inventory from an earlier report.
     pub secure_version: Option<u32>,
+    /// The ids of the groups the device is in.
+    pub groups: &'a [i64],
+    /// Firmware this device already rolled back from: never offered to it again.
+    pub refused: &'a [i64],
 }
 
 /// A firmware the device might be offered: an active build of its type.
@@ -29,6 +34,57 @@ pub struct Candidate {
     pub rollout: Percent,
     /// The image's `secure_version`, for ESP app images.
     pub secure_version: Option<u32>,
+    /// Recalled: never offered, and devices running it are taken back.
+    pub recalled: bool,
+    /// Groups the firmware is for (a device must be in one); empty: all.
+    pub target_groups: Vec<i64>,
+    /// The rollout that decides who is offered it, instead of `rollout`.
+    pub gate: Option<Gate>,
+}
+
+/// What a firmware's rollout lets through.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub rollout_id: i64,
+    pub state: RolloutState,
+    /// The cumulative percentages of the stages, and the current stage.
+    pub stages: Vec<Percent>,
+    pub stage: usize,
+    /// The firmware whose bucket orders devices into stages (arm A's, so
+    /// both arms of an A/B rollout share one cohort).
+    pub cohort_key: i64,
+    /// In an A/B rollout: this firmware's arm and the variant's share.
+    pub arm: Option<(Arm, Percent)>,
+    /// The rollout's target groups (a device must be in one); empty: all.
+    pub groups: Vec<i64>,
+}
+
+impl Gate {
+    /// The stage a device joins in (whatever the current stage is), when it
+    /// is in the target at all.
+    pub fn device_stage(&self, device: &DeviceFacts<'_>) -> Option<usize> {
+        if !in_groups(&self.groups, device.groups) {
+            return None;
+        }
+        if let Some((arm, variant)) = self.arm
+            && arm_of(device.device_id, self.rollout_id, variant) != arm
+        {
+            return None;
+        }
+        stage_of(cohort_bucket(device.device_id, self.cohort_key), &self.stages)
+    }
+
+    /// Whether the device is offered the firmware now.
+    pub fn admits(&self, device: &DeviceFacts<'_>) -> bool {
+        self.state.offers()
+            && self
+                .device_stage(device)
+                .is_some_and(|stage| self.state == RolloutState::Completed || stage <= self.stage)
+    }
+}
+
+fn in_groups(targets: &[i64], device_groups: &[i64]) -> bool {
+    targets.is_empty() || targets.iter().any(|g| device_groups.contains(g))
 }
 
 /// The rollout bucket of a device for a firmware, in `0..10_000`.
@@ -72,17 +128,30 @@ pub fn passes_anti_rollback(candidate: &Candidate, device: &DeviceFacts<'_>) -> 
     }
 }
 
-/// Whether this device may be offered this firmware at all.
-pub fn is_eligible(candidate: &Candidate, device: &DeviceFacts<'_>) -> bool {
+/// Whether the firmware is for this device at all, apart from versions:
+/// active, not recalled, bootable under anti-rollback, not rolled back from
+/// before, in the device's channel, its groups and its rollout.
+fn reaches(candidate: &Candidate, device: &DeviceFacts<'_>) -> bool {
     candidate.is_active
+        && !candidate.recalled
         && passes_anti_rollback(candidate, device)
+        && !device.refused.contains(&candidate.firmware_id)
+        && (candidate.is_stable || device.channel.admits_prerelease())
+        && in_groups(&candidate.target_groups, device.groups)
+        && match &candidate.gate {
+            Some(gate) => gate.admits(device),
+            None => in_rollout(device.device_id, candidate.firmware_id, candidate.rollout),
+        }
+}
+
+/// Whether this device may be offered this firmware as an update.
+pub fn is_eligible(candidate: &Candidate, device: &DeviceFacts<'_>) -> bool {
+    reaches(candidate, device)
         && is_newer(candidate, device)
         && candidate
             .min_version
             .as_ref()
             .is_none_or(|min| min <= device.current_version)
-        && (candidate.is_stable || device.channel.admits_prerelease())
-        && in_rollout(device.device_id, candidate.firmware_id, candidate.rollout)
 }
 
 /// The firmware to offer: of the eligible candidates, the highest version,
@@ -99,6 +168,81 @@ pub fn select_offer<'c>(
                 .cmp(&b.version)
                 .then(a.build_number.cmp(&b.build_number))
                 .then(a.firmware_id.cmp(&b.firmware_id))
+        })
+}
+
+/// Why a firmware is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferKind {
+    /// The best update.
+    Update,
+    /// The version the device is pinned to (older or newer).
+    Pinned,
+    /// The device runs a recalled version: the previous good one.
+    Recall,
+}
+
+/// An offer and why it is made.
+#[derive(Debug, Clone, Copy)]
+pub struct Choice<'c> {
+    pub candidate: &'c Candidate,
+    pub kind: OfferKind,
+    /// Whether the offered version is below the one the device runs.
+    pub downgrade: bool,
+}
+
+/// The whole decision for one device: a pin first, then the best update,
+/// then, for a device running a recalled version, the previous good one.
+///
+/// * **Pinned** devices are offered exactly their pinned firmware while
+///   they run anything else — older means a downgrade — as long as it is
+///   active, not recalled and bootable under anti-rollback; nothing else.
+/// * **Recall:** a device whose version is recalled and that has no update
+///   is offered the highest version below it that reaches it (active, not
+///   recalled, its channel, groups and rollout, and anti-rollback).
+pub fn choose<'c>(
+    candidates: &'c [&'c Candidate],
+    device: &DeviceFacts<'_>,
+    pinned: Option<i64>,
+) -> Option<Choice<'c>> {
+    if let Some(pinned) = pinned {
+        let candidate = candidates.iter().copied().find(|c| c.firmware_id == pinned)?;
+        let usable = candidate.is_active && !candidate.recalled && passes_anti_rollback(candidate, device);
+        let runs_it = candidate.version == *device.current_version
+            && (candidate.build_number.is_none() || candidate.build_number == device.build_number);
+        return (usable && !runs_it).then_some(Choice {
+            candidate,
+            kind: OfferKind::Pinned,
+            downgrade: candidate.version < *device.current_version,
+        });
+    }
+    if let Some(candidate) = select_offer(candidates.iter().copied(), device) {
+        return Some(Choice {
+            candidate,
+            kind: OfferKind::Update,
+            downgrade: false,
+        });
+    }
+    let runs_recalled = candidates
+        .iter()
+        .any(|c| c.recalled && c.version == *device.current_version);
+    if !runs_recalled {
+        return None;
+    }
+    candidates
+        .iter()
+        .copied()
+        .filter(|c| c.version < *device.current_version && reaches(c, device))
+        .max_by(|a, b| {
+            a.version
+                .cmp(&b.version)
+                .then(a.build_number.cmp(&b.build_number))
+                .then(a.firmware_id.cmp(&b.firmware_id))
+        })
+        .map(|candidate| Choice {
+            candidate,
+            kind: OfferKind::Recall,
+            downgrade: true,
         })
 }
 
@@ -121,6 +265,9 @@ mod tests {
             is_active: true,
             rollout: Percent::FULL,
             secure_version: None,
+            recalled: false,
+            target_groups: Vec::new(),
+            gate: None,
         }
     }
 
@@ -130,6 +277,8 @@ mod tests {
         build: Option<i64>,
         channel: Channel,
         secure_version: Option<u32>,
+        groups: Vec<i64>,
+        refused: Vec<i64>,
     }
 
     impl Device {
@@ -140,6 +289,8 @@ mod tests {
                 build: None,
                 channel: Channel::stable(),
                 secure_version: None,
+                groups: Vec::new(),
+                refused: Vec::new(),
             }
         }
         fn facts(&self) -> DeviceFacts<'_> {
@@ -149,6 +300,8 @@ mod tests {
                 build_number: self.build,
                 channel: &self.channel,
                 secure_version: self.secure_version,
+                groups: &self.groups,
+                refused: &self.refused,
             }
         }
     }
@@ -300,7 +453,7 @@ mod tests {
                 candidate
             }).collect();
             let (current, channel) = (v("1.0.0"), Channel::stable());
-            let device = DeviceFacts { device_id: &id, current_version: &current, build_number: None, channel: &channel, secure_version: counter };
+            let device = DeviceFacts { device_id: &id, current_version: &current, build_number: None, channel: &channel, secure_version: counter, groups: &[], refused: &[] };
             if let (Some(chosen), Some(counter)) = (select_offer(&catalogue, &device), counter) {
                 prop_assert!(chosen.secure_version.is_none_or(|image| image >= counter));
             }
@@ -321,10 +474,13 @@ mod tests {
                 is_active: true,
                 rollout: Percent::parse(*pct).unwrap(),
                 secure_version: None,
+                recalled: false,
+                target_groups: Vec::new(),
+                gate: None,
             }).collect();
             let current = v(&format!("1.{}.{}", running.0, running.1));
             let channel = Channel::stable();
-            let device = DeviceFacts { device_id: &id, current_version: &current, build_number: None, channel: &channel, secure_version: None };
+            let device = DeviceFacts { device_id: &id, current_version: &current, build_number: None, channel: &channel, secure_version: None, groups: &[], refused: &[] };
             let first = select_offer(&catalogue, &device).map(|c| c.firmware_id);
             prop_assert_eq!(first, select_offer(&catalogue, &device).map(|c| c.firmware_id));
             if let Some(chosen) = select_offer(&catalogue, &device) {
@@ -386,5 +542,259 @@ mod pinned {
                 "{device} {firmware_id}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod fleet {
+    use super::*;
+    use crate::rollout::Stages;
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    fn firmware(id: i64, version: &str) -> Candidate {
+        Candidate {
+            firmware_id: id,
+            version: v(version),
+            build_number: None,
+            min_version: None,
+            is_stable: true,
+            is_active: true,
+            rollout: Percent::FULL,
+            secure_version: None,
+            recalled: false,
+            target_groups: Vec::new(),
+            gate: None,
+        }
+    }
+
+    fn gate(rollout_id: i64, state: RolloutState, stage: usize) -> Gate {
+        Gate {
+            rollout_id,
+            state,
+            stages: Stages::default_stages().as_slice().to_vec(),
+            stage,
+            cohort_key: 1,
+            arm: None,
+            groups: Vec::new(),
+        }
+    }
+
+    struct Facts {
+        id: DeviceId,
+        version: Version,
+        channel: Channel,
+        secure_version: Option<u32>,
+        groups: Vec<i64>,
+        refused: Vec<i64>,
+    }
+
+    impl Facts {
+        fn new(id: &str, version: &str) -> Self {
+            Facts {
+                id: DeviceId::parse(id).unwrap(),
+                version: v(version),
+                channel: Channel::stable(),
+                secure_version: None,
+                groups: Vec::new(),
+                refused: Vec::new(),
+            }
+        }
+        fn get(&self) -> DeviceFacts<'_> {
+            DeviceFacts {
+                device_id: &self.id,
+                current_version: &self.version,
+                build_number: None,
+                channel: &self.channel,
+                secure_version: self.secure_version,
+                groups: &self.groups,
+                refused: &self.refused,
+            }
+        }
+    }
+
+    fn chosen(candidates: &[Candidate], device: &Facts, pin: Option<i64>) -> Option<(i64, OfferKind, bool)> {
+        let refs: Vec<&Candidate> = candidates.iter().collect();
+        choose(&refs, &device.get(), pin).map(|c| (c.candidate.firmware_id, c.kind, c.downgrade))
+    }
+
+    /// Devices by the stage they join a rollout keyed by firmware 1 in.
+    fn devices_by_stage() -> Vec<Vec<Facts>> {
+        let stages = Stages::default_stages();
+        let mut by_stage: Vec<Vec<Facts>> = (0..4).map(|_| Vec::new()).collect();
+        for n in 0..2000 {
+            let facts = Facts::new(&format!("dev-{n}"), "1.0.0");
+            let stage = stage_of(cohort_bucket(&facts.id, 1), stages.as_slice()).unwrap();
+            by_stage[stage].push(facts);
+        }
+        by_stage
+    }
+
+    #[test]
+    fn a_running_rollout_reaches_the_stages_up_to_the_current_one() {
+        let by_stage = devices_by_stage();
+        for current in 0..4 {
+            let mut release = firmware(1, "1.1.0");
+            release.gate = Some(gate(9, RolloutState::Running, current));
+            for (stage, devices) in by_stage.iter().enumerate() {
+                for device in devices.iter().take(5) {
+                    let offered = chosen(std::slice::from_ref(&release), device, None).is_some();
+                    assert_eq!(offered, stage <= current, "stage {stage} while at {current}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn paused_halted_and_aborted_rollouts_offer_nothing_and_a_completed_one_everything() {
+        let by_stage = devices_by_stage();
+        let first = &by_stage[0][0];
+        let last = &by_stage[3][0];
+        for (state, offers_first, offers_last) in [
+            (RolloutState::Paused, false, false),
+            (RolloutState::Halted, false, false),
+            (RolloutState::Aborted, false, false),
+            (RolloutState::Completed, true, true),
+        ] {
+            let mut release = firmware(1, "1.1.0");
+            release.gate = Some(gate(9, state, 0));
+            assert_eq!(
+                chosen(std::slice::from_ref(&release), first, None).is_some(),
+                offers_first,
+                "{state}"
+            );
+            assert_eq!(
+                chosen(std::slice::from_ref(&release), last, None).is_some(),
+                offers_last,
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ab_rollout_offers_each_device_exactly_one_arm() {
+        let mut a = firmware(1, "1.1.0");
+        let mut b = firmware(2, "1.2.0");
+        let half = Percent::parse(50).unwrap();
+        a.gate = Some(Gate {
+            arm: Some((Arm::A, half)),
+            ..gate(9, RolloutState::Running, 3)
+        });
+        b.gate = Some(Gate {
+            arm: Some((Arm::B, half)),
+            ..gate(9, RolloutState::Running, 3)
+        });
+        let (mut got_a, mut got_b) = (0, 0);
+        for n in 0..1000 {
+            let device = Facts::new(&format!("dev-{n}"), "1.0.0");
+            match chosen(&[a.clone(), b.clone()], &device, None) {
+                Some((1, ..)) => got_a += 1,
+                Some((2, ..)) => got_b += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!((400..=600).contains(&got_b), "a {got_a}, b {got_b}");
+    }
+
+    #[test]
+    fn group_targets_admit_only_members() {
+        let mut for_beta = firmware(1, "1.1.0");
+        for_beta.target_groups = vec![7];
+        let mut device = Facts::new("dev-1", "1.0.0");
+        assert_eq!(chosen(std::slice::from_ref(&for_beta), &device, None), None);
+        device.groups = vec![3, 7];
+        assert_eq!(
+            chosen(std::slice::from_ref(&for_beta), &device, None),
+            Some((1, OfferKind::Update, false))
+        );
+
+        let mut release = firmware(2, "1.2.0");
+        release.gate = Some(Gate {
+            groups: vec![8],
+            ..gate(9, RolloutState::Completed, 3)
+        });
+        assert_eq!(
+            chosen(&[for_beta.clone(), release.clone()], &device, None),
+            Some((1, OfferKind::Update, false)),
+            "the rollout targets group 8 only"
+        );
+        device.groups.push(8);
+        assert_eq!(
+            chosen(&[for_beta, release], &device, None),
+            Some((2, OfferKind::Update, false))
+        );
+    }
+
+    #[test]
+    fn a_pinned_device_gets_its_pin_and_nothing_else() {
+        let catalogue = [firmware(1, "1.0.0"), firmware(2, "1.1.0"), firmware(3, "1.2.0")];
+        let device = Facts::new("dev-1", "1.2.0");
+        assert_eq!(chosen(&catalogue, &device, Some(1)), Some((1, OfferKind::Pinned, true)));
+        let device = Facts::new("dev-1", "1.0.0");
+        assert_eq!(chosen(&catalogue, &device, Some(1)), None, "it runs its pin");
+        assert_eq!(
+            chosen(&catalogue, &device, Some(2)),
+            Some((2, OfferKind::Pinned, false))
+        );
+        assert_eq!(
+            chosen(&catalogue, &device, Some(99)),
+            None,
+            "an unknown pin offers nothing"
+        );
+    }
+
+    #[test]
+    fn a_pin_below_the_device_counter_is_not_offered() {
+        let mut old = firmware(1, "1.0.0");
+        old.secure_version = Some(1);
+        let mut device = Facts::new("dev-1", "1.2.0");
+        device.secure_version = Some(2);
+        assert_eq!(chosen(std::slice::from_ref(&old), &device, Some(1)), None);
+        device.secure_version = Some(1);
+        assert_eq!(chosen(&[old], &device, Some(1)), Some((1, OfferKind::Pinned, true)));
+    }
+
+    #[test]
+    fn a_recalled_release_is_not_offered_and_its_devices_go_back_to_the_previous_good_one() {
+        let mut bad = firmware(3, "1.2.0");
+        bad.recalled = true;
+        let mut broken_earlier = firmware(2, "1.1.0");
+        broken_earlier.recalled = true;
+        let catalogue = [firmware(1, "1.0.0"), broken_earlier, bad];
+        assert_eq!(chosen(&catalogue, &Facts::new("dev-1", "1.0.0"), None), None);
+        assert_eq!(
+            chosen(&catalogue, &Facts::new("dev-2", "1.2.0"), None),
+            Some((1, OfferKind::Recall, true)),
+            "the previous good version skips recalled ones"
+        );
+        let mut fixed = catalogue.to_vec();
+        fixed.push(firmware(4, "1.2.1"));
+        assert_eq!(
+            chosen(&fixed, &Facts::new("dev-2", "1.2.0"), None),
+            Some((4, OfferKind::Update, false)),
+            "a fix forward wins over going back"
+        );
+    }
+
+    #[test]
+    fn a_recall_never_goes_below_the_device_counter() {
+        let mut previous = firmware(1, "1.0.0");
+        previous.secure_version = Some(1);
+        let mut bad = firmware(2, "1.1.0");
+        bad.secure_version = Some(2);
+        bad.recalled = true;
+        let mut device = Facts::new("dev-1", "1.1.0");
+        device.secure_version = Some(2);
+        assert_eq!(chosen(&[previous, bad], &device, None), None);
+    }
+
+    #[test]
+    fn firmware_a_device_rolled_back_from_is_not_offered_to_it_again() {
+        let catalogue = [firmware(1, "1.1.0"), firmware(2, "1.2.0")];
+        let mut device = Facts::new("dev-1", "1.0.0");
+        device.refused = vec![2];
+        assert_eq!(chosen(&catalogue, &device, None), Some((1, OfferKind::Update, false)));
     }
 }

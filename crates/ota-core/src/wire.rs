@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use crate::esp::rules::ImageRules;
 use crate::esp::{Chip, ChipRevision, EspImage};
+use crate::rollout::{Arm, Counts, FailureReason, Policy, RolloutState};
 use crate::status::OtaStatus;
 
 /// `POST /api/ota/check`.
@@ -53,6 +54,11 @@ pub struct Offer {
     pub is_mandatory: bool,
     /// The pending OTA log row opened for this offer.
     pub log_id: i64,
+    /// `true` when `version` is below the one the device runs: a deliberate
+    /// downgrade (the device is pinned to it, or its version was recalled).
+    /// Absent or `false` otherwise.
+    #[serde(default)]
+    pub is_downgrade: bool,
 }
 
 /// The answer when the device is up to date.
@@ -75,10 +81,279 @@ pub struct DeviceRecord {
     pub secure_version: Option<i64>,
     /// The status of its latest update attempt.
     pub last_status: Option<OtaStatus>,
+    /// The error message of its latest failed attempt (cleared by a success).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The firmware the device is pinned to, if any.
+    #[serde(default)]
+    pub pinned_firmware_id: Option<i64>,
     #[serde(serialize_with = "crate::time::serialize")]
     pub first_seen: DateTime<Utc>,
     #[serde(serialize_with = "crate::time::serialize")]
     pub last_seen: DateTime<Utc>,
+}
+
+/// `GET /api/ota/admin/devices/{device_id}`: the inventory row, its
+/// groups and its latest update attempts.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub device: DeviceRecord,
+    /// The groups the device is in, by name.
+    pub groups: Vec<String>,
+    /// Its update attempts, newest first (at most 50).
+    pub history: Vec<OtaLog>,
+}
+
+/// `PUT /api/ota/admin/devices/{device_id}/pin`: one of the two.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinRequest {
+    #[serde(default)]
+    pub firmware_id: Option<i64>,
+    /// A version of the device's type.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// `GET /api/ota/admin/fleet`: one device type's fleet at a glance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FleetSummary {
+    pub device_type: String,
+    pub devices: i64,
+    /// Devices per current version.
+    pub by_version: BTreeMap<String, i64>,
+    /// Devices per status of their latest attempt (`none`: never updated).
+    pub by_status: BTreeMap<String, i64>,
+    /// The `not_seen_days` asked for.
+    pub not_seen_days: i64,
+    /// Devices whose last check is older than that.
+    pub not_seen: i64,
+    pub pinned: i64,
+}
+
+/// A named static group of devices.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Group {
+    pub name: String,
+    pub description: Option<String>,
+    pub members: i64,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /api/ota/admin/groups`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    #[schema(example = "beta-testers")]
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `PATCH /api/ota/admin/groups/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPatch {
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A filter on inventory fields: every given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    /// The exact current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The status of the latest attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Members of this group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Part of the device id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// Not seen for at least this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_seen_days: Option<i64>,
+    /// Seen within this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_within_days: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
+}
+
+/// `POST /api/ota/admin/groups/{name}/members` (and `…/members/remove`):
+/// devices by id, or every device a filter matches (exactly one of the two).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MembersChange {
+    #[serde(default)]
+    pub device_ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub filter: Option<DeviceFilter>,
+}
+
+/// How many devices a membership change added or removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MembersChanged {
+    pub group: String,
+    /// Devices added (or removed) by this request.
+    pub changed: i64,
+    /// Members after it.
+    pub members: i64,
+}
+
+/// `POST /api/ota/admin/firmware/{id}/recall`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecallRequest {
+    /// Why, for the record and the audit log.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// When a rollout advances and when it halts; every field optional on
+/// creation (defaults: 10 successes, 3600 s soak, 10 %, 10 finished).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    #[serde(default)]
+    pub min_successes: Option<i64>,
+    #[serde(default)]
+    pub soak_seconds: Option<i64>,
+    /// Percent, 0–100.
+    #[serde(default)]
+    pub max_failure_rate: Option<i64>,
+    #[serde(default)]
+    pub min_finished: Option<i64>,
+}
+
+/// The second arm of an A/B rollout.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantRequest {
+    pub firmware_id: i64,
+    /// The share of the cohort that gets the variant, 1–99.
+    pub percent: i64,
+}
+
+/// `POST /api/ota/admin/rollouts`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRollout {
+    pub firmware_id: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Group names; a device must be in one. Empty: the whole device type.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Cumulative percentages, strictly rising, ending at 100 (default 1, 10, 50, 100).
+    #[serde(default)]
+    pub stages: Option<Vec<i64>>,
+    #[serde(default)]
+    pub policy: Option<PolicyRequest>,
+    #[serde(default)]
+    pub variant: Option<VariantRequest>,
+}
+
+/// `POST /api/ota/admin/rollouts/{id}/{pause|resume|abort|advance}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutActionRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One arm of a rollout: its firmware and how its devices fared.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ArmProgress {
+    pub arm: Arm,
+    pub firmware_id: i64,
+    pub version: String,
+    /// The share of the cohort in this arm.
+    pub percent: u8,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Succeeded of finished, in percent; null before anything finished.
+    pub success_rate: Option<f64>,
+    /// Failed and rolled-back devices per reason.
+    pub failure_reasons: BTreeMap<String, u64>,
+}
+
+/// One stage of a rollout: the devices that joined in it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StageProgress {
+    pub stage: usize,
+    pub percent: u8,
+    /// `done`, `current` or `waiting`.
+    pub state: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// The same, per arm.
+    pub arms: Vec<ArmProgress>,
+}
+
+/// A rollout with its progress.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Rollout {
+    pub id: i64,
+    pub name: Option<String>,
+    pub device_type: String,
+    pub firmware_id: i64,
+    pub version: String,
+    pub variant: Option<VariantRequest>,
+    pub groups: Vec<String>,
+    pub stages: Vec<u8>,
+    /// The index of the current stage in `stages`.
+    pub stage: usize,
+    /// The percentage of the target the current stage reaches.
+    pub percent: u8,
+    pub state: RolloutState,
+    /// Why it is in its state (a halt's failure rate, an operator's reason).
+    pub state_reason: Option<String>,
+    pub policy: Policy,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub stage_started_at: DateTime<Utc>,
+    pub created_by: String,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub updated_at: DateTime<Utc>,
+    /// Every device of the rollout so far.
+    pub totals: Counts,
+    /// Per stage.
+    pub progress: Vec<StageProgress>,
+    /// Per arm over all stages: the A/B comparison (one arm without a variant).
+    pub arms: Vec<ArmProgress>,
+}
+
+/// One admin change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub at: DateTime<Utc>,
+    /// The admin token's name, or `system` for the server's own decisions.
+    pub actor: String,
+    /// e.g. `firmware.update`, `rollout.halt`, `group.add_members`.
+    pub action: String,
+    /// `firmware`, `device_type`, `device`, `group`, `rollout`, `device_token`.
+    pub target_type: String,
+    pub target_id: Option<String>,
+    /// The record before the change (null for a creation).
+    pub before: Option<serde_json::Value>,
+    /// The record after it, or what was asked.
+    pub after: Option<serde_json::Value>,
 }
 
 /// `POST /api/ota/check` answer.
@@ -141,6 +416,15 @@ pub struct Firmware {
     /// the image's app descriptor.
     #[serde(default)]
     pub version_overridden: bool,
+    /// Groups the firmware is for (a device must be in one); empty: all.
+    #[serde(default)]
+    pub target_groups: Vec<String>,
+    /// When it was recalled: never offered again, and the devices running
+    /// it are offered the previous good version.
+    #[serde(default, serialize_with = "crate::time::serialize_opt")]
+    pub recalled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub recall_reason: Option<String>,
     #[serde(serialize_with = "crate::time::serialize")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::time::serialize")]
@@ -167,6 +451,17 @@ pub struct OtaLog {
     pub status: OtaStatus,
     pub progress: Option<i64>,
     pub error_message: Option<String>,
+    /// For a failed attempt: `rollback`, `hash_mismatch`, `download`, `image`,
+    /// `flash`, `activate`, `anti_rollback` or `other`.
+    #[serde(default)]
+    pub failure_reason: Option<FailureReason>,
+    /// The rollout that offered it, its stage and arm.
+    #[serde(default)]
+    pub rollout_id: Option<i64>,
+    #[serde(default)]
+    pub rollout_stage: Option<i64>,
+    #[serde(default)]
+    pub rollout_arm: Option<Arm>,
     #[serde(serialize_with = "crate::time::serialize")]
     pub started_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::time::serialize")]
@@ -244,6 +539,8 @@ pub struct FirmwarePatch {
     pub min_version: Option<String>,
     pub rollout_percentage: Option<i64>,
     pub build_number: Option<i64>,
+    /// Group names the firmware is for; `[]`: every device of its type.
+    pub target_groups: Option<Vec<String>>,
 }
 
 /// What a device type's firmware files are, and so how an upload is checked.

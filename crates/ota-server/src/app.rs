@@ -12,11 +12,12 @@ use ota_core::LinkSigner;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::DeviceTokenVerifier;
+use crate::auth::{self, DeviceTokenVerifier};
 use crate::blobs::Blobs;
 use crate::config::Settings;
 use crate::inventory::{Inventory, InventoryWriter};
 use crate::net::IdleTimeoutListener;
+use crate::rollouts::{RolloutDriver, Rollouts};
 use crate::secrets::{self, SecretKind};
 use crate::state::{self, AppState};
 use crate::store::Store;
@@ -28,6 +29,7 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     state: AppState,
     inventory_writer: InventoryWriter,
+    rollout_driver: RolloutDriver,
 }
 
 impl Application {
@@ -80,12 +82,15 @@ impl Application {
         };
         let openapi_json = http::openapi().to_json().context("rendering the OpenAPI document")?;
         let (inventory, inventory_writer) = Inventory::start(store.clone());
+        let (rollouts, rollout_driver) = Rollouts::start(store.clone(), Duration::from_secs(settings.rollout_interval));
+        let admin_tokens = auth::named_admin_tokens(admin_token, settings.admin_tokens.as_ref())?;
         let state = AppState::new(state::Parts {
             settings,
             store,
             inventory,
             blobs,
-            admin_token,
+            admin_tokens,
+            rollouts,
             device_tokens,
             device_token_issuer,
             links: LinkSigner::new(link_key.expose().as_bytes()),
@@ -97,6 +102,7 @@ impl Application {
             metrics_listener,
             state,
             inventory_writer,
+            rollout_driver,
         })
     }
 
@@ -126,6 +132,7 @@ impl Application {
             metrics_listener,
             state,
             inventory_writer,
+            rollout_driver,
         } = self;
         let local_addr = listener.local_addr().context("reading the listener's address")?;
         let settings = state.settings().clone();
@@ -163,6 +170,7 @@ impl Application {
         if let Some(server) = metrics_server {
             server.abort();
         }
+        rollout_driver.finish(CLOSE_WAIT).await;
         inventory_writer.finish(CLOSE_WAIT).await;
         if tokio::time::timeout(CLOSE_WAIT, state.store().close()).await.is_err() {
             tracing::warn!("the database did not close in time");

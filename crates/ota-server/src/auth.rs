@@ -129,6 +129,58 @@ pub(crate) fn read_pem(configured: &str, setting: &str, disclose: Disclose) -> a
     })
 }
 
+/// The admin tokens and their names: `admin` for `OTA_ADMIN_TOKEN`, then
+/// those of `OTA_ADMIN_TOKENS` (`name:token,name:token`).
+pub fn named_admin_tokens(main: Secret, more: Option<&Secret>) -> anyhow::Result<Vec<(String, Secret)>> {
+    let mut tokens = vec![("admin".to_owned(), main)];
+    let Some(more) = more else {
+        return Ok(tokens);
+    };
+    for (index, entry) in more.expose().split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            continue;
+        }
+        let Some((name, token)) = entry.split_once(':') else {
+            bail!("OTA_ADMIN_TOKENS entry {} is not name:token", index + 1);
+        };
+        let name = name.trim();
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        if !valid_name {
+            bail!(
+                "OTA_ADMIN_TOKENS entry {}: a name is 1 to 64 letters, digits, '.', '_', '-' or '@'",
+                index + 1
+            );
+        }
+        if name == crate::rollouts::SYSTEM || tokens.iter().any(|(taken, _)| taken == name) {
+            bail!("OTA_ADMIN_TOKENS: the name '{name}' is taken");
+        }
+        if token.len() < 16 {
+            bail!("OTA_ADMIN_TOKENS: the token of '{name}' is shorter than 16 characters");
+        }
+        if tokens.iter().any(|(_, known)| admin_token_matches(token, known)) {
+            bail!("OTA_ADMIN_TOKENS: the token of '{name}' is used twice");
+        }
+        tokens.push((name.to_owned(), Secret::new(token)));
+    }
+    Ok(tokens)
+}
+
+/// The name of the admin token presented, if it is one. Every token is
+/// compared, in constant time each.
+pub fn admin_token_name<'t>(presented: &str, tokens: &'t [(String, Secret)]) -> Option<&'t str> {
+    let mut found = None;
+    for (name, token) in tokens {
+        if admin_token_matches(presented, token) && found.is_none() {
+            found = Some(name.as_str());
+        }
+    }
+    found
+}
+
 /// Compares a presented admin token with the configured one in constant
 /// time. Both are hashed first, so not even the length is compared early.
 pub fn admin_token_matches(presented: &str, expected: &Secret) -> bool {
@@ -153,6 +205,31 @@ mod tests {
             "THE-ADMIN-TOKEN-0123456789",
         ] {
             assert!(!admin_token_matches(wrong, &token), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn named_admin_tokens_are_read_and_checked() {
+        let main = Secret::new("the-admin-token-0123456789");
+        let more = Secret::new("alice:alice-token-0123456789, ci-bot:ci-token-0123456789abc");
+        let tokens = named_admin_tokens(main.clone(), Some(&more)).unwrap();
+        assert_eq!(admin_token_name("alice-token-0123456789", &tokens), Some("alice"));
+        assert_eq!(admin_token_name("ci-token-0123456789abc", &tokens), Some("ci-bot"));
+        assert_eq!(admin_token_name("the-admin-token-0123456789", &tokens), Some("admin"));
+        assert_eq!(admin_token_name("nobody-0123456789", &tokens), None);
+        for (bad, why) in [
+            ("alice", "not name:token"),
+            ("alice:short", "shorter"),
+            ("admin:another-token-0123456789", "taken"),
+            ("system:another-token-0123456789", "taken"),
+            ("bad name:another-token-0123456789", "a name is"),
+            ("bob:the-admin-token-0123456789", "used twice"),
+        ] {
+            let error = named_admin_tokens(main.clone(), Some(&Secret::new(bad)))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(why), "{bad}: {error}");
+            assert!(!error.contains("0123456789"), "a token is shown: {error}");
         }
     }
 }

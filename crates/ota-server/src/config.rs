@@ -148,8 +148,16 @@ settings! {
     /// Base of the download links handed to devices, e.g.
     /// `https://ota.example.com` (default: taken from the request's `Host`).
     public_url: Option<String> = None,
-    /// Administrator bearer token (default: generated into the data dir).
+    /// Administrator bearer token (default: generated into the data dir),
+    /// named `admin` in the audit log.
     admin_token: Option<Secret> = None,
+    /// More administrator tokens, each with its name for the audit log:
+    /// `alice:<token>,ci:<token>` (names: letters, digits, `.`, `_`, `-`, `@`;
+    /// tokens: at least 16 characters, no `,`).
+    admin_tokens: Option<Secret> = None,
+    /// Seconds between the rollout driver's looks at running rollouts (it
+    /// also looks at once when one of their attempts ends).
+    rollout_interval: u64 = 10,
     /// HS256 secret for device tokens (default: generated into the data dir).
     device_jwt_secret: Option<Secret> = None,
     /// PEM public key (or a path to one) for RS256/ES256/EdDSA device tokens;
@@ -232,6 +240,7 @@ impl Settings {
         within("download_url_ttl", self.download_url_ttl, 1..=MAX_SECONDS)?;
         within("idle_timeout", self.idle_timeout, 1..=MAX_SECONDS)?;
         within("shutdown_timeout", self.shutdown_timeout, 0..=MAX_SECONDS)?;
+        within("rollout_interval", self.rollout_interval, 1..=MAX_SECONDS)?;
         within("max_upload_bytes", self.max_upload_bytes, 1..=MAX_UPLOAD)?;
         within("blob_cache_bytes", self.blob_cache_bytes, 0..=MAX_UPLOAD)?;
         if let Some(url) = &self.public_url
@@ -338,6 +347,7 @@ mod tests {
                     | "device_jwt_audience"
                     | "log"
                     | "admin_token"
+                    | "admin_tokens"
                     | "device_jwt_secret"
                     | "link_signing_key"
                     | "data_dir"

@@ -285,6 +285,7 @@ mod tests {
                 device_type: "scales_bridge_tab5",
                 status: ota_core::OtaStatus::Success,
                 now_running: Some("1.1.0"),
+                error_message: None,
             })
             .await
             .unwrap();

@@ -14,6 +14,7 @@ use crate::counted::CountedDownloads;
 use crate::hot::HotImages;
 use crate::inventory::Inventory;
 use crate::ratelimit::RateLimiter;
+use crate::rollouts::Rollouts;
 use crate::store::Store;
 use crate::tokens::DeviceTokenIssuer;
 
@@ -30,7 +31,8 @@ struct Inner {
     inventory: Inventory,
     hot_images: HotImages,
     blobs: Blobs,
-    admin_token: Secret,
+    admin_tokens: Vec<(String, Secret)>,
+    rollouts: Rollouts,
     device_tokens: DeviceTokenVerifier,
     device_token_issuer: Option<DeviceTokenIssuer>,
     links: LinkSigner,
@@ -47,7 +49,9 @@ pub struct Parts {
     pub store: Store,
     pub inventory: Inventory,
     pub blobs: Blobs,
-    pub admin_token: Secret,
+    /// Every admin token and its name.
+    pub admin_tokens: Vec<(String, Secret)>,
+    pub rollouts: Rollouts,
     pub device_tokens: DeviceTokenVerifier,
     /// `None` when this server only verifies device tokens.
     pub device_token_issuer: Option<DeviceTokenIssuer>,
@@ -67,7 +71,8 @@ impl AppState {
             store: parts.store,
             inventory: parts.inventory,
             blobs: parts.blobs,
-            admin_token: parts.admin_token,
+            admin_tokens: parts.admin_tokens,
+            rollouts: parts.rollouts,
             device_tokens: parts.device_tokens,
             device_token_issuer: parts.device_token_issuer,
             links: parts.links,
@@ -106,8 +111,14 @@ impl AppState {
         &self.0.blobs
     }
 
-    pub fn admin_token(&self) -> &Secret {
-        &self.0.admin_token
+    /// Every admin token and its name.
+    pub fn admin_tokens(&self) -> &[(String, Secret)] {
+        &self.0.admin_tokens
+    }
+
+    /// Where handlers wake the rollout driver.
+    pub fn rollouts(&self) -> &Rollouts {
+        &self.0.rollouts
     }
 
     pub fn device_tokens(&self) -> &DeviceTokenVerifier {

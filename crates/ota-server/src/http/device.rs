@@ -4,15 +4,16 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use ota_core::wire::{CheckRequest, CheckResponse, NoUpdate, Offer, OtaLog, Problem, StatusReport};
-use ota_core::{Channel, DeviceFacts, DeviceType, OtaStatus, Transition, Version, select_offer};
+use ota_core::{Candidate, Channel, DeviceFacts, DeviceType, OtaStatus, Transition, Version, choose};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::RoutinePoll;
 use super::error::{ApiError, ApiResult};
 use super::extract::{DeviceAuth, Json};
+use crate::catalogue::Snapshot;
 use crate::state::AppState;
-use crate::store::{DeviceReport, LogWrite, NewLog, Sighting, is_unique_violation};
+use crate::store::{DeviceReport, LogWrite, NewLog, RolloutMark, Sighting, is_unique_violation};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -80,30 +81,46 @@ async fn check(
     });
 
     let catalogue = state.catalogue().snapshot().await?;
-    let active = catalogue.of_type(device_type.as_str());
+    let candidates: Vec<&Candidate> = catalogue
+        .of_type(device_type.as_str())
+        .iter()
+        .map(|a| &a.candidate)
+        .collect();
+    let pinned = catalogue.pin_of(device.device_id.as_str());
     let mut facts = DeviceFacts {
         device_id: &device.device_id,
         current_version: &current,
         build_number: request.build_number,
         channel: &channel,
         secure_version: reported_secure_version,
+        groups: catalogue.groups_of(device.device_id.as_str()),
+        refused: &[],
     };
-    let mut chosen = select_offer(active.iter().map(|a| &a.candidate), &facts);
-    // Anti-rollback: the counter this device reported before still holds when
-    // it does not report one now (or reports a lower one: eFuses only grow).
-    // Read only when an ESP image with a counter is about to be offered, so
-    // the routine no-update answer stays free of database reads.
-    if chosen.is_some_and(|c| c.secure_version.is_some()) {
-        let known = state
-            .inventory()
-            .secure_version(state.store(), device.device_id.as_str())
-            .await?;
-        if known > facts.secure_version {
-            facts.secure_version = known;
-            chosen = select_offer(active.iter().map(|a| &a.candidate), &facts);
+    let mut chosen = choose(&candidates, &facts, pinned);
+    // What only the database knows is read only when something is about to
+    // be offered, so the routine no-update answer stays free of reads:
+    // * anti-rollback: the counter this device reported before still holds
+    //   when it does not report one now (or a lower one: eFuses only grow);
+    // * the firmware it rolled back from is not offered to it again.
+    let refused;
+    if let Some(choice) = chosen {
+        let known = match choice.candidate.secure_version {
+            Some(_) => {
+                state
+                    .inventory()
+                    .secure_version(state.store(), device.device_id.as_str())
+                    .await?
+            }
+            None => None,
+        };
+        refused = state.store().rolled_back_firmware(device.device_id.as_str()).await?;
+        if known > facts.secure_version || !refused.is_empty() {
+            facts.secure_version = facts.secure_version.max(known);
+            facts.refused = &refused;
+            chosen = choose(&candidates, &facts, pinned);
         }
     }
-    let Some(chosen) = chosen else {
+    let Some(choice) = chosen else {
         return Ok((
             Extension(RoutinePoll),
             axum::Json(CheckResponse::NoUpdate(NoUpdate {
@@ -112,13 +129,22 @@ async fn check(
             })),
         ));
     };
-    let Some(firmware) = catalogue.get(chosen.firmware_id).map(|a| &a.record) else {
+    let Some(firmware) = catalogue.get(choice.candidate.firmware_id).map(|a| &a.record) else {
         return Err(ApiError::Internal(anyhow::anyhow!(
             "the chosen firmware is not in the catalogue"
         )));
     };
 
-    let log = open_pending(&state, &device, firmware.id, Some(&current_version), &firmware.version).await?;
+    let rollout = rollout_mark(choice.candidate, &facts);
+    let log = open_pending(
+        &state,
+        &device,
+        firmware.id,
+        Some(&current_version),
+        &firmware.version,
+        rollout,
+    )
+    .await?;
     metrics::counter!("ota_offers_total", "device_type" => device_type.to_string()).increment(1);
     tracing::info!(firmware_id = firmware.id, version = %firmware.version, log_id = log.id, "offered an update");
 
@@ -140,8 +166,20 @@ async fn check(
         release_notes: firmware.release_notes.clone(),
         is_mandatory: firmware.is_mandatory,
         log_id: log.id,
+        is_downgrade: choice.downgrade,
     });
     Ok((Extension(RoutinePoll), axum::Json(offer)))
+}
+
+/// The rollout that offers this firmware to this device, with the stage it
+/// joined in and its arm.
+fn rollout_mark(candidate: &Candidate, facts: &DeviceFacts<'_>) -> Option<RolloutMark> {
+    let gate = candidate.gate.as_ref()?;
+    Some(RolloutMark {
+        rollout_id: gate.rollout_id,
+        stage: gate.device_stage(facts)?,
+        arm: gate.arm.map(|(arm, _)| arm).unwrap_or(ota_core::rollout::Arm::A),
+    })
 }
 
 /// Counts a request against the device's per-minute budget (429 when spent).
@@ -159,6 +197,7 @@ async fn open_pending(
     firmware_id: i64,
     from_version: Option<&str>,
     to_version: &str,
+    rollout: Option<RolloutMark>,
 ) -> ApiResult<OtaLog> {
     let store = state.store();
     if let Some(open) = store.open_log(device.device_id.as_str(), firmware_id).await? {
@@ -172,6 +211,7 @@ async fn open_pending(
         status: OtaStatus::Pending,
         progress: None,
         error_message: None,
+        rollout,
     };
     match store.insert_log(&new).await {
         Ok(log) => {
@@ -242,10 +282,10 @@ async fn report_status(
     charge_request_budget(&state, &device)?;
     let store = state.store();
     let catalogue = state.catalogue().snapshot().await?;
-    let firmware = &catalogue
+    let active = catalogue
         .get(report.firmware_id)
-        .ok_or_else(|| ApiError::NotFound(format!("no active firmware with id {}", report.firmware_id)))?
-        .record;
+        .ok_or_else(|| ApiError::NotFound(format!("no active firmware with id {}", report.firmware_id)))?;
+    let firmware = &active.record;
     device.ensure_device_type(&firmware.device_type)?;
     let device_id = device.device_id.as_str();
 
@@ -267,6 +307,7 @@ async fn report_status(
                 status,
                 progress: report.progress,
                 error_message,
+                rollout: reported_rollout(&catalogue, &active.candidate, &device),
             }),
             (Transition::Advance | Transition::Repeat, Some(latest)) => LogWrite::Advance {
                 id: latest.id,
@@ -286,6 +327,7 @@ async fn report_status(
             device_type: &firmware.device_type,
             status,
             now_running: (status == OtaStatus::Success).then_some(firmware.version.as_str()),
+            error_message,
         };
         let updated = match store.apply_report(&write, inventory).await {
             Ok(updated) => updated,
@@ -297,12 +339,36 @@ async fn report_status(
                 metrics::counter!("ota_status_transitions_total", "status" => status.as_str()).increment(1);
             }
             tracing::info!(log_id = log.id, status = %status, progress = ?log.progress, "status reported");
+            if let Some(rollout_id) = log.rollout_id
+                && status.is_final()
+                && step != Transition::Repeat
+            {
+                state.rollouts().attempt_finished(rollout_id);
+            }
             return Ok(axum::Json(log));
         }
     }
     Err(ApiError::Conflict(
         "the update attempt changed while this report was applied; retry".into(),
     ))
+}
+
+/// The rollout of an attempt a device opens by reporting on it (rather
+/// than by a check): the firmware's rollout, if the device is in its target.
+fn reported_rollout(catalogue: &Snapshot, candidate: &Candidate, device: &DeviceAuth) -> Option<RolloutMark> {
+    // Only the ids and groups matter to a rollout's stage and arm.
+    let unknown_version = Version::parse("0.0.0").expect("a valid version");
+    let channel = Channel::stable();
+    let facts = DeviceFacts {
+        device_id: &device.device_id,
+        current_version: &unknown_version,
+        build_number: None,
+        channel: &channel,
+        secure_version: None,
+        groups: catalogue.groups_of(device.device_id.as_str()),
+        refused: &[],
+    };
+    rollout_mark(candidate, &facts)
 }
 
 fn truncate(text: &str, max_chars: usize) -> &str {

@@ -82,6 +82,9 @@ async fn download(
         .get(firmware_id)
         .ok_or_else(|| ApiError::NotFound(format!("no active firmware with id {firmware_id}")))?
         .record;
+    if firmware.recalled_at.is_some() {
+        return Err(ApiError::NotFound(format!("firmware {firmware_id} was recalled")));
+    }
     if let Some(token) = &downloader.token {
         token.ensure_device_type(&firmware.device_type)?;
     }

@@ -9,7 +9,7 @@ use ota_core::{DeviceId, DeviceType};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::auth::admin_token_matches;
+use crate::auth::admin_token_name;
 use crate::state::AppState;
 
 /// A JSON body; malformed JSON is 400, well-formed but wrong values 422.
@@ -88,9 +88,12 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
-/// An administrator: `Authorization: Bearer <ADMIN_TOKEN>` or `X-Admin-Token`.
+/// An administrator: `Authorization: Bearer <ADMIN_TOKEN>` or `X-Admin-Token`,
+/// known by the token's name.
 #[derive(Debug)]
-pub struct AdminAuth;
+pub struct AdminAuth {
+    pub name: String,
+}
 
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
@@ -105,8 +108,8 @@ impl FromRequestParts<AppState> for AdminAuth {
                 None => return Err(ApiError::MissingCredentials("an admin token is required".into())),
             },
         };
-        if admin_token_matches(presented, state.admin_token()) {
-            Ok(AdminAuth)
+        if let Some(name) = admin_token_name(presented, state.admin_tokens()) {
+            Ok(AdminAuth { name: name.to_owned() })
         } else {
             Err(ApiError::Unauthorized("the admin token is not valid".into()))
         }

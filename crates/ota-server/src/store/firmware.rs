@@ -31,6 +31,9 @@ struct FirmwareRow {
     image_info: Option<String>,
     secure_version: Option<i64>,
     version_overridden: bool,
+    target_groups: String,
+    recalled_at: Option<DateTime<Utc>>,
+    recall_reason: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -57,6 +60,12 @@ impl From<FirmwareRow> for Firmware {
             // the rest of the metadata no longer reads.
             secure_version: row.secure_version.and_then(|n| u32::try_from(n).ok()),
             version_overridden: row.version_overridden,
+            target_groups: serde_json::from_str(&row.target_groups).unwrap_or_else(|e| {
+                tracing::warn!(firmware_id = row.id, error = %e, "unreadable target_groups");
+                Vec::new()
+            }),
+            recalled_at: row.recalled_at,
+            recall_reason: row.recall_reason,
             id: row.id,
             device_type: row.device_type,
             version: row.version,
@@ -149,6 +158,8 @@ pub struct FirmwareChanges {
     pub min_version: Option<Option<String>>,
     pub rollout_percentage: Option<u8>,
     pub build_number: Option<Option<i64>>,
+    /// Group names, checked to exist.
+    pub target_groups: Option<Vec<String>>,
 }
 
 impl Store {
@@ -303,12 +314,49 @@ impl Store {
             if let Some(value) = changes.build_number {
                 query.push(", build_number = ").push_bind(value);
             }
+            if let Some(groups) = &changes.target_groups {
+                let json = serde_json::to_string(groups).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                query.push(", target_groups = ").push_bind(json);
+            }
             query.push(" WHERE id = ").push_bind(id).push(" RETURNING *");
             query
                 .build_query_as::<FirmwareRow>()
                 .fetch_optional(&pool)
                 .await
                 .map(|row| row.map(Firmware::from))
+        })
+        .await
+    }
+
+    /// Marks a firmware recalled and halts its rollouts that are not over,
+    /// in one transaction. `None` when there is no such firmware or it was
+    /// recalled already.
+    pub async fn recall_firmware(&self, id: i64, reason: Option<String>) -> Result<Option<Firmware>, sqlx::Error> {
+        self.write_firmware(move |pool| async move {
+            let mut tx = pool.begin().await?;
+            let now = Utc::now();
+            let row = sqlx::query_as::<_, FirmwareRow>(
+                "UPDATE firmware SET recalled_at = $1, recall_reason = $2, updated_at = $1 \
+                 WHERE id = $3 AND recalled_at IS NULL RETURNING *",
+            )
+            .bind(now)
+            .bind(&reason)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_some() {
+                sqlx::query(
+                    "UPDATE rollouts SET state = 'halted', state_reason = $1, updated_at = $2 \
+                     WHERE state IN ('running', 'paused') AND id IN (SELECT rollout_id FROM rollout_firmware WHERE firmware_id = $3)",
+                )
+                .bind(format!("firmware {id} was recalled"))
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(row.map(Firmware::from))
         })
         .await
     }

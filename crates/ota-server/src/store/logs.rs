@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use ota_core::OtaStatus;
+use ota_core::rollout::{Arm, FailureReason};
 use ota_core::wire::OtaLog;
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
@@ -17,6 +18,10 @@ struct LogRow {
     status: String,
     progress: Option<i64>,
     error_message: Option<String>,
+    failure_reason: Option<String>,
+    rollout_id: Option<i64>,
+    rollout_stage: Option<i64>,
+    rollout_arm: Option<String>,
     started_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
@@ -38,6 +43,10 @@ impl TryFrom<LogRow> for OtaLog {
             status,
             progress: row.progress,
             error_message: row.error_message,
+            failure_reason: row.failure_reason.and_then(|r| r.parse().ok()),
+            rollout_id: row.rollout_id,
+            rollout_stage: row.rollout_stage,
+            rollout_arm: row.rollout_arm.and_then(|a| a.parse().ok()),
             started_at: row.started_at,
             updated_at: row.updated_at,
             completed_at: row.completed_at,
@@ -59,6 +68,21 @@ pub struct NewLog<'a> {
     pub status: OtaStatus,
     pub progress: Option<i64>,
     pub error_message: Option<&'a str>,
+    /// The rollout that offered the firmware to this device.
+    pub rollout: Option<RolloutMark>,
+}
+
+/// The rollout an attempt belongs to: its id, the stage the device joined
+/// in, and its arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutMark {
+    pub rollout_id: i64,
+    pub stage: usize,
+    pub arm: Arm,
+}
+
+fn failure_reason(status: OtaStatus, error_message: Option<&str>) -> Option<&'static str> {
+    (status == OtaStatus::Failed).then(|| FailureReason::classify(error_message).as_str())
 }
 
 /// Filters of the admin log list.
@@ -111,6 +135,8 @@ pub struct DeviceReport<'a> {
     pub status: OtaStatus,
     /// The version the device now runs (on `success`).
     pub now_running: Option<&'a str>,
+    /// The error message of a `failed` report.
+    pub error_message: Option<&'a str>,
 }
 
 async fn insert<'e>(db: impl sqlx::SqliteExecutor<'e>, new: &NewLog<'_>) -> Result<OtaLog, sqlx::Error> {
@@ -118,8 +144,8 @@ async fn insert<'e>(db: impl sqlx::SqliteExecutor<'e>, new: &NewLog<'_>) -> Resu
     let completed_at = new.status.is_final().then_some(now);
     let row = sqlx::query_as::<_, LogRow>(
         "INSERT INTO device_ota_log (device_id, firmware_id, from_version, to_version, status, progress, \
-             error_message, started_at, updated_at, completed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING *",
+             error_message, started_at, updated_at, completed_at, failure_reason, rollout_id, rollout_stage, rollout_arm) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13) RETURNING *",
     )
     .bind(new.device_id)
     .bind(new.firmware_id)
@@ -130,6 +156,10 @@ async fn insert<'e>(db: impl sqlx::SqliteExecutor<'e>, new: &NewLog<'_>) -> Resu
     .bind(new.error_message)
     .bind(now)
     .bind(completed_at)
+    .bind(failure_reason(new.status, new.error_message))
+    .bind(new.rollout.map(|r| r.rollout_id))
+    .bind(new.rollout.map(|r| r.stage as i64))
+    .bind(new.rollout.map(|r| r.arm.as_str()))
     .fetch_one(db)
     .await?;
     OtaLog::try_from(row)
@@ -147,7 +177,8 @@ async fn advance<'e>(
     let completed_at = to.is_final().then_some(now);
     let row = sqlx::query_as::<_, LogRow>(
         "UPDATE device_ota_log SET status = $1, progress = COALESCE($2, progress), \
-         error_message = COALESCE($3, error_message), updated_at = $4, completed_at = $5 \
+         error_message = COALESCE($3, error_message), updated_at = $4, completed_at = $5, \
+         failure_reason = $8 \
          WHERE id = $6 AND status = $7 RETURNING *",
     )
     .bind(to.as_str())
@@ -157,6 +188,7 @@ async fn advance<'e>(
     .bind(completed_at)
     .bind(id)
     .bind(from.as_str())
+    .bind(failure_reason(to, error_message))
     .fetch_optional(db)
     .await?;
     into_log(row)
@@ -218,6 +250,31 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         into_log(row)
+    }
+
+    /// The firmware a device rolled back from: never offered to it again.
+    /// A rollback for want of the server (the new app could not reach it to
+    /// confirm itself, as the ESP-IDF client reports it) is not the
+    /// firmware's verdict: that firmware is offered again.
+    pub async fn rolled_back_firmware(&self, device_id: &str) -> Result<Vec<i64>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT firmware_id FROM device_ota_log WHERE device_id = $1 AND failure_reason = 'rollback' \
+             AND COALESCE(error_message, '') NOT LIKE '%could not reach the server%'",
+        )
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// A device's latest attempts, newest first.
+    pub async fn device_history(&self, device_id: &str, limit: i64) -> Result<Vec<OtaLog>, sqlx::Error> {
+        let rows =
+            sqlx::query_as::<_, LogRow>("SELECT * FROM device_ota_log WHERE device_id = $1 ORDER BY id DESC LIMIT $2")
+                .bind(device_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(OtaLog::try_from).collect()
     }
 
     /// A page of attempts, newest first, and how many match in all.

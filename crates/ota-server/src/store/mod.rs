@@ -4,10 +4,13 @@
 //! embedded default. Migrations are embedded in the binary and applied at
 //! start. Queries use `$N` placeholders so they stay portable.
 
+mod audit;
 mod device_types;
 mod devices;
 mod firmware;
+mod groups;
 mod logs;
+mod rollouts;
 
 use std::future::Future;
 use std::path::Path;
@@ -20,10 +23,13 @@ use anyhow::{Context, bail};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use audit::{AuditFilter, Change};
 pub use device_types::DeviceTypeValues;
-pub use devices::Sighting;
+pub use devices::{DeviceQuery, Sighting};
 pub use firmware::{FirmwareChanges, FirmwareFilter, NewFirmware};
-pub use logs::{DeviceReport, LogFilter, LogWrite, NewLog};
+pub use groups::Members;
+pub use logs::{DeviceReport, LogFilter, LogWrite, NewLog, RolloutMark};
+pub use rollouts::{NewRollout, RolloutFilter, RolloutRecord, StateChange, Tally};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -25,6 +25,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the server on `data_dir` and waits until it serves.
     pub async fn start(bin: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(bin, data_dir, &[]).await
+    }
+
+    /// As [`ServerProcess::start`], with more `OTA_*` settings.
+    pub async fn start_with(bin: &Path, data_dir: &Path, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
         let log_path = data_dir.join("server.log");
         std::fs::create_dir_all(data_dir)?;
         let log = File::create(&log_path)?;
@@ -38,6 +43,7 @@ impl ServerProcess {
             // thousand devices: the per-device budget would refuse them.
             .env("OTA_DEVICE_RATE_LIMIT", "0")
             .env("OTA_LOG_FORMAT", "json")
+            .envs(settings.iter().copied())
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())

@@ -3,6 +3,7 @@
 //! the server's records agree with what the simulator says happened.
 
 mod anti_rollback;
+mod rollouts;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -89,7 +89,7 @@ pub async fn known_device_type(state: &AppState, device_type: &DeviceType) -> Ap
 #[tracing::instrument(skip_all)]
 async fn create_device_type(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    admin: AdminAuth,
     Json(request): Json<NewDeviceType>,
 ) -> ApiResult<(StatusCode, axum::Json<DeviceTypeRecord>)> {
     let name = DeviceType::parse(&request.name).map_err(|e| ApiError::invalid("name", e))?;
@@ -133,6 +133,16 @@ async fn create_device_type(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(device_type = %name, image_format = %image_format, "created a device type");
+    super::record(
+        &state,
+        &admin,
+        "device_type.create",
+        "device_type",
+        Some(name.to_string()),
+        None::<&()>,
+        Some(&record),
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(record)))
 }
 
@@ -224,7 +234,7 @@ async fn get_device_type(
 #[tracing::instrument(skip_all, fields(device_type = %name))]
 async fn update_device_type(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    admin: AdminAuth,
     Path(name): Path<String>,
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<axum::Json<DeviceTypeRecord>> {
@@ -298,6 +308,16 @@ async fn update_device_type(
         .await?
         .ok_or_else(|| no_device_type(&name))?;
     tracing::info!(?fields, image_format = %record.image_format, "changed a device type");
+    super::record(
+        &state,
+        &admin,
+        "device_type.update",
+        "device_type",
+        Some(record.name.clone()),
+        Some(&current),
+        Some(&record),
+    )
+    .await?;
     Ok(axum::Json(record))
 }
 

@@ -1,23 +1,27 @@
-//! The device inventory (`GET /api/ota/admin/devices`, `.../{device_id}`)
-//! and `POST /api/ota/admin/devices/{device_id}/token`, which mints a device token.
+//! The device inventory (`GET /api/ota/admin/devices`, `.../{device_id}`,
+//! the fleet summary), pins, and `POST /api/ota/admin/devices/{device_id}/token`,
+//! which mints a device token.
 
 use std::ops::RangeInclusive;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use chrono::TimeDelta;
-use ota_core::wire::{DeviceRecord, DeviceToken, DeviceTokenRequest, Page, Problem};
-use ota_core::{DeviceId, DeviceType};
+use ota_core::wire::{
+    DeviceDetail, DeviceFilter, DeviceRecord, DeviceToken, DeviceTokenRequest, FleetSummary, Page, PinRequest, Problem,
+};
+use ota_core::{Channel, DeviceId, DeviceType, GroupName, OtaStatus, Version};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::page_bounds;
+use super::{page_bounds, record as audit};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{AdminAuth, Json, Path, Query};
 use crate::state::AppState;
+use crate::store;
 use crate::tokens::jwt_algorithm_name;
 
 const DAY: u64 = 24 * 3600;
@@ -38,25 +42,107 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_devices))
         .routes(routes!(get_device))
+        .routes(routes!(pin_device, unpin_device))
+        .routes(routes!(fleet_summary))
         .routes(routes!(issue_device_token))
 }
 
-/// Filter and page of the inventory.
+/// Filter and page of the inventory: every given field must match.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct DeviceQuery {
     device_type: Option<String>,
+    /// The exact current version.
+    version: Option<String>,
+    channel: Option<String>,
+    /// The status of the latest attempt.
+    status: Option<String>,
+    /// Members of this group.
+    group: Option<String>,
+    /// Part of the device id.
+    search: Option<String>,
+    /// Not seen for at least this many days.
+    not_seen_days: Option<i64>,
+    /// Seen within this many days.
+    seen_within_days: Option<i64>,
+    /// Only pinned (true) or unpinned (false) devices.
+    pinned: Option<bool>,
     /// 1 to 500, default 50.
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
-/// Lists the devices that have checked in, by device id.
+/// Checks an inventory filter, naming the field that is wrong.
+pub(super) fn device_query(filter: DeviceFilter) -> ApiResult<store::DeviceQuery> {
+    let days = |field: &'static str, value: Option<i64>| {
+        value
+            .map(|n| {
+                if (0..=36_500).contains(&n) {
+                    Ok(chrono::Utc::now() - chrono::Duration::days(n))
+                } else {
+                    Err(ApiError::invalid(
+                        field,
+                        "must be a whole number of days from 0 to 36500",
+                    ))
+                }
+            })
+            .transpose()
+    };
+    Ok(store::DeviceQuery {
+        device_type: filter
+            .device_type
+            .map(|t| {
+                DeviceType::parse(&t)
+                    .map(String::from)
+                    .map_err(|e| ApiError::invalid("device_type", e))
+            })
+            .transpose()?,
+        version: filter
+            .version
+            .map(|v| {
+                Version::parse(&v)
+                    .map(|v| v.to_string())
+                    .map_err(|e| ApiError::invalid("version", e))
+            })
+            .transpose()?,
+        channel: filter
+            .channel
+            .map(|c| {
+                Channel::parse(&c)
+                    .map(String::from)
+                    .map_err(|e| ApiError::invalid("channel", e))
+            })
+            .transpose()?,
+        status: filter
+            .status
+            .map(|s| {
+                s.parse::<OtaStatus>()
+                    .map(|s| s.as_str().to_owned())
+                    .map_err(|e| ApiError::invalid("status", e))
+            })
+            .transpose()?,
+        group: filter
+            .group
+            .map(|g| {
+                GroupName::parse(&g)
+                    .map(String::from)
+                    .map_err(|e| ApiError::invalid("group", e))
+            })
+            .transpose()?,
+        search: filter.search.filter(|s| !s.is_empty()),
+        not_seen_since: days("not_seen_days", filter.not_seen_days)?,
+        seen_since: days("seen_within_days", filter.seen_within_days)?,
+        pinned: filter.pinned,
+    })
+}
+
+/// Lists and searches the devices that have checked in, by device id.
 ///
-/// What each device last reported: version, channel, the highest
-/// anti-rollback counter (`secure_version`) it has reported, and the status
-/// of its latest update attempt. Check-ins are written in batches about once
-/// a second, so a device appears shortly after its first check.
+/// What each device last reported: version, build, channel, the highest
+/// anti-rollback counter (`secure_version`) it has reported, the status and
+/// error of its latest update attempt, and its pin. Check-ins are written in
+/// batches about once a second, so a device appears shortly after its first
+/// check. Filters combine: every given one must match.
 #[utoipa::path(
     get,
     path = "/api/ota/admin/devices",
@@ -67,6 +153,7 @@ struct DeviceQuery {
         (status = 200, description = "A page of devices", body = Page<DeviceRecord>),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid filter value", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_devices(
@@ -75,14 +162,77 @@ async fn list_devices(
     Query(query): Query<DeviceQuery>,
 ) -> ApiResult<axum::Json<Page<DeviceRecord>>> {
     let (limit, offset) = page_bounds(query.limit, query.offset)?;
-    let (items, total) = state
-        .store()
-        .list_devices(query.device_type.as_deref(), limit, offset)
-        .await?;
+    let filter = device_query(DeviceFilter {
+        device_type: query.device_type,
+        version: query.version,
+        channel: query.channel,
+        status: query.status,
+        group: query.group,
+        search: query.search,
+        not_seen_days: query.not_seen_days,
+        seen_within_days: query.seen_within_days,
+        pinned: query.pinned,
+    })?;
+    let (items, total) = state.store().list_devices(&filter, limit, offset).await?;
     Ok(axum::Json(Page { items, total }))
 }
 
-/// One device of the inventory.
+/// What the fleet summary covers.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct FleetQuery {
+    /// One device type (default: each).
+    device_type: Option<String>,
+    /// Devices whose last check is older than this many days count as not
+    /// seen (default 7).
+    not_seen_days: Option<i64>,
+}
+
+/// The fleet of each device type at a glance.
+///
+/// Devices per current version and per status of their latest attempt
+/// (`none`: never updated), how many have not checked in for
+/// `not_seen_days`, and how many are pinned.
+#[utoipa::path(
+    get,
+    path = "/api/ota/admin/fleet",
+    tag = "admin",
+    params(FleetQuery),
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 200, description = "One summary per device type", body = Page<FleetSummary>),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid device_type or not_seen_days", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn fleet_summary(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Query(query): Query<FleetQuery>,
+) -> ApiResult<axum::Json<Page<FleetSummary>>> {
+    let device_type = query
+        .device_type
+        .map(|t| DeviceType::parse(&t).map_err(|e| ApiError::invalid("device_type", e)))
+        .transpose()?;
+    let days = query.not_seen_days.unwrap_or(7);
+    if !(0..=36_500).contains(&days) {
+        return Err(ApiError::invalid(
+            "not_seen_days",
+            "must be a whole number of days from 0 to 36500",
+        ));
+    }
+    let items = state
+        .store()
+        .fleet_summaries(device_type.as_ref().map(DeviceType::as_str), days)
+        .await?;
+    Ok(axum::Json(Page {
+        total: items.len() as i64,
+        items,
+    }))
+}
+
+/// One device of the inventory, its groups and its update history.
 #[utoipa::path(
     get,
     path = "/api/ota/admin/devices/{device_id}",
@@ -90,7 +240,7 @@ async fn list_devices(
     params(("device_id" = String, Path, description = "The device's id")),
     security(("admin_token" = []), ("admin_token_header" = [])),
     responses(
-        (status = 200, description = "The device", body = DeviceRecord),
+        (status = 200, description = "The device, its groups and its latest 50 attempts", body = DeviceDetail),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No device with this id has checked in", body = Problem, content_type = "application/problem+json"),
     )
@@ -99,13 +249,154 @@ async fn get_device(
     State(state): State<AppState>,
     _admin: AdminAuth,
     Path(device_id): Path<String>,
+) -> ApiResult<axum::Json<DeviceDetail>> {
+    let store = state.store();
+    let device = store.device(&device_id).await?.ok_or_else(|| no_device(&device_id))?;
+    Ok(axum::Json(DeviceDetail {
+        device,
+        groups: store.groups_of(&device_id).await?,
+        history: store.device_history(&device_id, 50).await?,
+    }))
+}
+
+fn no_device(device_id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no device '{}' has checked in",
+        device_id.chars().take(128).collect::<String>()
+    ))
+}
+
+/// Pins a device to one firmware of its type, by id or version.
+///
+/// A pinned device is offered exactly that firmware while it runs anything
+/// else — an older one is a downgrade (`is_downgrade: true` in the check
+/// answer) — and nothing else: no rollout, group or recall moves it. The
+/// firmware must be active and not recalled, and its `secure_version` must
+/// not be below the device's anti-rollback counter (it could not boot).
+#[utoipa::path(
+    put,
+    path = "/api/ota/admin/devices/{device_id}/pin",
+    tag = "admin",
+    params(("device_id" = String, Path, description = "The device's id")),
+    request_body = PinRequest,
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 200, description = "The device, pinned", body = DeviceRecord),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such device or firmware", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The firmware is for another type, inactive, recalled, or below the device's anti-rollback counter", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Neither or both of firmware_id and version, or an invalid version", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn pin_device(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(device_id): Path<String>,
+    Json(request): Json<PinRequest>,
 ) -> ApiResult<axum::Json<DeviceRecord>> {
-    state.store().device(&device_id).await?.map(axum::Json).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "no device '{}' has checked in",
-            device_id.chars().take(128).collect::<String>()
-        ))
-    })
+    let store = state.store();
+    let device = store.device(&device_id).await?.ok_or_else(|| no_device(&device_id))?;
+    let firmware = match (request.firmware_id, request.version.as_deref()) {
+        (Some(id), None) => store
+            .firmware(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no firmware with id {id}")))?,
+        (None, Some(version)) => {
+            let version = Version::parse(version).map_err(|e| ApiError::invalid("version", e))?;
+            store
+                .firmware_by_version(&device.device_type, &version.to_string())
+                .await?
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("no firmware {version} of device type {}", device.device_type))
+                })?
+        }
+        _ => {
+            return Err(ApiError::Invalid {
+                field: None,
+                detail: "give either firmware_id or version".into(),
+            });
+        }
+    };
+    if firmware.device_type != device.device_type {
+        return Err(ApiError::Conflict(format!(
+            "firmware {} is for {}, the device is a {}",
+            firmware.id, firmware.device_type, device.device_type
+        )));
+    }
+    if !firmware.is_active || firmware.recalled_at.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "firmware {} ({}) is {}: a device cannot be pinned to it",
+            firmware.id,
+            firmware.version,
+            if firmware.is_active { "recalled" } else { "deactivated" }
+        )));
+    }
+    let counter = state.inventory().secure_version(store, &device_id).await?;
+    if let (Some(image), Some(counter)) = (firmware.secure_version, counter)
+        && image < counter
+    {
+        return Err(ApiError::Conflict(format!(
+            "firmware {} ({}) has secure_version {image}, below the device's anti-rollback counter {counter}: \
+             its bootloader would refuse it",
+            firmware.id, firmware.version
+        )));
+    }
+    let pinned = store
+        .pin_device(&device_id, Some(firmware.id))
+        .await?
+        .ok_or_else(|| no_device(&device_id))?;
+    audit(
+        &state,
+        &admin,
+        "device.pin",
+        "device",
+        Some(device_id.clone()),
+        Some(&device),
+        Some(&pinned),
+    )
+    .await?;
+    tracing::info!(device_id, firmware_id = firmware.id, "pinned a device");
+    Ok(axum::Json(pinned))
+}
+
+/// Unpins a device: it follows its rollouts, groups and channel again.
+#[utoipa::path(
+    delete,
+    path = "/api/ota/admin/devices/{device_id}/pin",
+    tag = "admin",
+    params(("device_id" = String, Path, description = "The device's id")),
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 200, description = "The device, unpinned", body = DeviceRecord),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such device", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn unpin_device(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(device_id): Path<String>,
+) -> ApiResult<axum::Json<DeviceRecord>> {
+    let store = state.store();
+    let before = store.device(&device_id).await?.ok_or_else(|| no_device(&device_id))?;
+    let unpinned = store
+        .pin_device(&device_id, None)
+        .await?
+        .ok_or_else(|| no_device(&device_id))?;
+    audit(
+        &state,
+        &admin,
+        "device.unpin",
+        "device",
+        Some(device_id),
+        Some(&before),
+        Some(&unpinned),
+    )
+    .await?;
+    Ok(axum::Json(unpinned))
 }
 
 /// Mints a token for one device.
@@ -141,7 +432,7 @@ async fn get_device(
 #[tracing::instrument(skip_all)]
 async fn issue_device_token(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    admin: AdminAuth,
     Path(device_id): Path<String>,
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<Created> {
@@ -168,6 +459,22 @@ async fn issue_device_token(
         "device token issued"
     );
     metrics::counter!("ota_device_tokens_issued_total", "device_type" => device_type.to_string()).increment(1);
+    // The token itself is never recorded: its id, type and expiry are.
+    let record = serde_json::json!({
+        "device_type": device_type.as_str(),
+        "jti": issued.jti.to_string(),
+        "expires_at": ota_core::time::format(&issued.expires_at),
+    });
+    audit(
+        &state,
+        &admin,
+        "device_token.issue",
+        "device",
+        Some(device_id.to_string()),
+        None::<&()>,
+        Some(&record),
+    )
+    .await?;
     let minted = DeviceToken {
         token: issued.token,
         device_id: device_id.into(),

@@ -5,8 +5,10 @@ use std::cmp::Reverse;
 use axum::extract::State;
 use axum::http::StatusCode;
 use ota_core::esp::EspImage;
-use ota_core::wire::{Firmware, FirmwareDetail, FirmwarePatch, ImageFormat, Page, Problem, RegisterFirmware};
-use ota_core::{DeviceType, FileName, Percent, Sha256Hex, Version};
+use ota_core::wire::{
+    Firmware, FirmwareDetail, FirmwarePatch, ImageFormat, Page, Problem, RecallRequest, RegisterFirmware,
+};
+use ota_core::{DeviceType, FileName, GroupName, Percent, Sha256Hex, Version};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::IntoParams;
@@ -26,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(register_firmware, list_firmware))
         .routes(routes!(get_firmware, update_firmware, deactivate_firmware))
+        .routes(routes!(recall_firmware))
 }
 
 /// The checked, optional parts of a new record.
@@ -104,7 +107,7 @@ pub async fn create_record(
 #[tracing::instrument(skip_all)]
 async fn register_firmware(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    admin: AdminAuth,
     Json(request): Json<RegisterFirmware>,
 ) -> ApiResult<(StatusCode, axum::Json<Firmware>)> {
     let device_type = DeviceType::parse(&request.device_type).map_err(|e| ApiError::invalid("device_type", e))?;
@@ -174,6 +177,16 @@ async fn register_firmware(
         actual_size as i64,
         &actual_hash,
         record,
+    )
+    .await?;
+    super::record(
+        &state,
+        &admin,
+        "firmware.create",
+        "firmware",
+        Some(firmware.id.to_string()),
+        None::<&()>,
+        Some(&firmware),
     )
     .await?;
     Ok((StatusCode::CREATED, axum::Json(firmware)))
@@ -290,6 +303,7 @@ const PATCHABLE: &[&str] = &[
     "min_version",
     "rollout_percentage",
     "build_number",
+    "target_groups",
 ];
 const IMMUTABLE: &[&str] = &[
     "id",
@@ -326,11 +340,19 @@ const IMMUTABLE: &[&str] = &[
 #[tracing::instrument(skip_all, fields(firmware_id = id))]
 async fn update_firmware(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    admin: AdminAuth,
     Path(id): Path<i64>,
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<axum::Json<Firmware>> {
     let changes = parse_changes(&body)?;
+    if let Some(groups) = &changes.target_groups {
+        for name in groups {
+            if state.store().group(name).await?.is_none() {
+                return Err(ApiError::NotFound(format!("no group '{name}'")));
+            }
+        }
+    }
+    let before = state.store().firmware(id).await?.ok_or_else(|| no_firmware(id))?;
     // Under the publication lock: a device type's rules cannot change
     // between the check of a reactivated build and its reactivation.
     let _publishing = state.publish_lock().lock().await;
@@ -343,6 +365,16 @@ async fn update_firmware(
         .await?
         .ok_or_else(|| no_firmware(id))?;
     tracing::info!(fields = ?body.keys().collect::<Vec<_>>(), "changed firmware");
+    super::record(
+        &state,
+        &admin,
+        "firmware.update",
+        "firmware",
+        Some(id.to_string()),
+        Some(&before),
+        Some(&updated),
+    )
+    .await?;
     Ok(axum::Json(updated))
 }
 
@@ -387,6 +419,26 @@ fn parse_changes(body: &Map<String, Value>) -> ApiResult<FirmwareChanges> {
                     _ => return Err(wrong_type("a whole number or null")),
                 })
             }
+            "target_groups" => {
+                let names = value
+                    .as_array()
+                    .ok_or_else(|| wrong_type("an array of group names"))?
+                    .iter()
+                    .map(|name| {
+                        let name = name.as_str().ok_or_else(|| wrong_type("an array of group names"))?;
+                        GroupName::parse(name)
+                            .map(String::from)
+                            .map_err(|e| ApiError::invalid(field, format!("'{name}': {e}")))
+                    })
+                    .collect::<ApiResult<Vec<String>>>()?;
+                let mut unique = Vec::with_capacity(names.len());
+                for name in names {
+                    if !unique.contains(&name) {
+                        unique.push(name);
+                    }
+                }
+                changes.target_groups = Some(unique);
+            }
             "rollout_percentage" => {
                 let n = value
                     .as_i64()
@@ -423,9 +475,10 @@ fn parse_changes(body: &Map<String, Value>) -> ApiResult<FirmwareChanges> {
 #[tracing::instrument(skip_all, fields(firmware_id = id))]
 async fn deactivate_firmware(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    admin: AdminAuth,
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<Firmware>> {
+    let before = state.store().firmware(id).await?.ok_or_else(|| no_firmware(id))?;
     let changes = FirmwareChanges {
         is_active: Some(false),
         ..Default::default()
@@ -436,7 +489,71 @@ async fn deactivate_firmware(
         .await?
         .ok_or_else(|| no_firmware(id))?;
     tracing::info!("deactivated firmware");
+    super::record(
+        &state,
+        &admin,
+        "firmware.deactivate",
+        "firmware",
+        Some(id.to_string()),
+        Some(&before),
+        Some(&firmware),
+    )
+    .await?;
     Ok(axum::Json(firmware))
+}
+
+/// Recalls a firmware: a bad release, taken back.
+///
+/// A recalled firmware is never offered again (to new devices or to those
+/// that had not finished installing it), its signed links stop working,
+/// and its rollouts that are not over are halted. Every device that checks
+/// in running its version is offered the previous good version of its
+/// type — the highest older build that is active, not recalled, and in the
+/// device's channel, groups and rollouts — as a downgrade
+/// (`is_downgrade: true`), but never one below the device's anti-rollback
+/// counter: such a device stays where it is until a fixed build is
+/// uploaded (a fix forward is always preferred over going back).
+#[utoipa::path(
+    post,
+    path = "/api/ota/admin/firmware/{id}/recall",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Firmware id")),
+    request_body = RecallRequest,
+    security(("admin_token" = []), ("admin_token_header" = [])),
+    responses(
+        (status = 200, description = "The recalled record", body = Firmware),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such firmware", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It is recalled already", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An unknown field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(firmware_id = id))]
+async fn recall_firmware(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(id): Path<i64>,
+    Json(request): Json<RecallRequest>,
+) -> ApiResult<axum::Json<Firmware>> {
+    let store = state.store();
+    let before = store.firmware(id).await?.ok_or_else(|| no_firmware(id))?;
+    let reason = request.reason.filter(|r| !r.trim().is_empty());
+    let recalled = store
+        .recall_firmware(id, reason)
+        .await?
+        .ok_or_else(|| ApiError::Conflict(format!("firmware {id} is recalled already")))?;
+    tracing::warn!(version = %recalled.version, reason = ?recalled.recall_reason, "recalled firmware");
+    super::record(
+        &state,
+        &admin,
+        "firmware.recall",
+        "firmware",
+        Some(id.to_string()),
+        Some(&before),
+        Some(&recalled),
+    )
+    .await?;
+    Ok(axum::Json(recalled))
 }
 
 fn check_build_number(value: Option<i64>) -> ApiResult<Option<i64>> {

@@ -1,15 +1,20 @@
 //! Device types, firmware management and device tokens, behind the admin token.
 
+mod audit;
 mod device_types;
 mod devices;
 mod firmware;
+mod groups;
 mod image_check;
 mod logs;
+mod rollouts;
 mod upload;
 
 use utoipa_axum::router::OpenApiRouter;
 
+use super::extract::AdminAuth;
 use crate::state::AppState;
+use crate::store::Change;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -18,6 +23,34 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(firmware::router())
         .merge(logs::router())
         .merge(devices::router())
+        .merge(groups::router())
+        .merge(rollouts::router())
+        .merge(audit::router())
+}
+
+/// Records an admin change in the audit log: who (the token's name), what,
+/// on what, and the record before and after.
+pub(super) async fn record(
+    state: &AppState,
+    admin: &AdminAuth,
+    action: &'static str,
+    target_type: &'static str,
+    target_id: Option<String>,
+    before: Option<&(impl serde::Serialize + ?Sized)>,
+    after: Option<&(impl serde::Serialize + ?Sized)>,
+) -> Result<(), super::error::ApiError> {
+    state
+        .store()
+        .record_change(Change {
+            actor: admin.name.clone(),
+            action,
+            target_type,
+            target_id,
+            before: before.and_then(|v| serde_json::to_value(v).ok()),
+            after: after.and_then(|v| serde_json::to_value(v).ok()),
+        })
+        .await?;
+    Ok(())
 }
 
 /// `limit` and `offset` of a list, checked.

@@ -98,7 +98,7 @@ struct TextFields {
 #[tracing::instrument(skip_all)]
 async fn upload(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    admin: AdminAuth,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, axum::Json<Uploaded>)> {
     let mut multipart = multipart.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -200,11 +200,34 @@ async fn upload(
     }
     state.blobs().publish(file, &device_type, &filename).await?;
     tracing::info!(%binary_path, file_size, file_hash = %file_hash, "stored an upload");
+    let stored =
+        serde_json::json!({"binary_path": binary_path, "file_size": file_size, "file_hash": file_hash.to_string()});
+    super::record(
+        &state,
+        &admin,
+        "firmware.upload",
+        "file",
+        Some(binary_path.clone()),
+        None::<&()>,
+        Some(&stored),
+    )
+    .await?;
 
     let (image_format, image, version_overridden) =
         (record.image_format, record.image.clone(), record.version_overridden);
     let firmware = if register {
-        Some(create_record(&state, &device_type, &version, &filename, file_size, &file_hash, record).await?)
+        let firmware = create_record(&state, &device_type, &version, &filename, file_size, &file_hash, record).await?;
+        super::record(
+            &state,
+            &admin,
+            "firmware.create",
+            "firmware",
+            Some(firmware.id.to_string()),
+            None::<&()>,
+            Some(&firmware),
+        )
+        .await?;
+        Some(firmware)
     } else {
         None
     };
