@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ota_core::esp::Chip;
 use ota_core::esp::build::AppImageSpec;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -668,4 +668,53 @@ async fn without_a_self_test_a_new_app_that_cannot_reach_the_server_is_rolled_ba
     assert_eq!(code, IDLE, "{out}");
     assert!(out.contains("verdict confirmed"), "{out}");
     assert_eq!(rows_of(&app, &device).await.last().unwrap()["status"], "success");
+}
+
+#[tokio::test]
+async fn a_recall_takes_the_device_back_to_the_previous_version() {
+    let (app, bad) = server_offering("1.1.0", &tab5_image("scales_bridge", "1.1.0", 100 * 1024)).await;
+    let shipped = tab5_image("scales_bridge", "1.0.0", 100 * 1024);
+    let response = upload_image(&app, shipped.clone(), &[("register", "true"), ("is_stable", "true")]).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let previous = response.json::<Value>().await.unwrap()["firmware"]["id"]
+        .as_i64()
+        .unwrap();
+    let device = Device::new("tab5-0009", &shipped);
+    let (code, out) = device.run(&app.address, &["--boots", "1"]).await;
+    assert_eq!(code, REBOOT_DUE, "{out}");
+    let (code, out) = device.run(&app.address, &["--boots", "1"]).await;
+    assert_eq!(code, IDLE, "{out}");
+    assert!(out.contains("confirmed slot=1"), "{out}");
+
+    let response = app
+        .admin_post(
+            &format!("/api/ota/admin/firmware/{bad}/recall"),
+            json!({"reason": "drops the scale"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // The next check offers 1.0.0 as a downgrade: installed into slot 0,
+    // booted, confirmed, reported.
+    let (code, out) = device.run(&app.address, &["--boots", "1", "--check-only"]).await;
+    assert_eq!(code, IDLE, "{out}");
+    assert!(out.contains("is_downgrade=true"), "{out}");
+    let (code, out) = device.run(&app.address, &["--boots", "1"]).await;
+    assert_eq!(code, REBOOT_DUE, "{out}");
+    let (code, out) = device.run(&app.address, &["--boots", "1"]).await;
+    assert_eq!(code, IDLE, "{out}");
+    assert!(out.contains("boot slot=0 state=pending_verify version=1.0.0"), "{out}");
+    assert!(out.contains("confirmed slot=0"), "{out}");
+    let rows = rows_of(&app, &device).await;
+    let last = rows.last().unwrap();
+    assert_eq!(
+        (last["firmware_id"].as_i64(), &last["status"]),
+        (Some(previous), &json!("success")),
+        "{rows:#?}"
+    );
+    assert_eq!(last["from_version"], "1.1.0", "{rows:#?}");
+    // Back on 1.0.0, it is offered nothing: the recalled build never again.
+    let (code, out) = device.run(&app.address, &["--boots", "1"]).await;
+    assert_eq!(code, IDLE, "{out}");
+    assert!(!out.contains("writing it"), "{out}");
 }
