@@ -158,8 +158,10 @@ pub struct NewGroup {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupPatch {
-    #[serde(default)]
-    pub description: Option<String>,
+    /// A new description; `null` clears it, absent leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
 }
 
 /// A filter on inventory fields: every given field must match.
@@ -347,7 +349,8 @@ pub struct AuditEntry {
     pub actor: String,
     /// e.g. `firmware.update`, `rollout.halt`, `group.add_members`.
     pub action: String,
-    /// `firmware`, `device_type`, `device`, `group`, `rollout`, `device_token`.
+    /// `firmware`, `file` (an upload), `device_type`, `device` (pins, device
+    /// tokens), `group` or `rollout`.
     pub target_type: String,
     pub target_id: Option<String>,
     /// The record before the change (null for a creation).

@@ -4,7 +4,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use ota_core::wire::{CheckRequest, CheckResponse, NoUpdate, Offer, OtaLog, Problem, StatusReport};
-use ota_core::{Candidate, Channel, DeviceFacts, DeviceType, OtaStatus, Transition, Version, choose};
+use ota_core::{Candidate, Channel, DeviceFacts, DeviceType, OfferKind, OtaStatus, Transition, Version, choose};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -135,7 +135,11 @@ async fn check(
         )));
     };
 
-    let rollout = rollout_mark(choice.candidate, &facts);
+    // A pin or a recall goes around rollouts: such an attempt is no rollout's.
+    let rollout = match choice.kind {
+        OfferKind::Update => rollout_mark(choice.candidate, &facts),
+        OfferKind::Pinned | OfferKind::Recall => None,
+    };
     let log = open_pending(
         &state,
         &device,

@@ -117,7 +117,10 @@ pub struct Sighting {
     pub channel: String,
     /// The anti-rollback counter it reported, if any.
     pub secure_version: Option<u32>,
-    /// When the device said it; an older sighting never overwrites a newer report.
+    /// When the device said it. Checks are written in batches, so a status
+    /// report can land first: an older sighting still sets what only checks
+    /// tell (build, channel) but never overwrites the version a newer report
+    /// said the device runs.
     pub seen_at: DateTime<Utc>,
 }
 
@@ -130,9 +133,11 @@ impl Store {
                 "INSERT INTO devices (device_id, device_type, current_version, build_number, channel, secure_version, first_seen, last_seen) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
                  ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type, \
-                 current_version = excluded.current_version, build_number = excluded.build_number, \
-                 channel = excluded.channel, last_seen = excluded.last_seen \
-                 WHERE excluded.last_seen >= devices.last_seen",
+                 current_version = CASE WHEN excluded.last_seen >= devices.last_seen OR devices.current_version IS NULL \
+                                        THEN excluded.current_version ELSE devices.current_version END, \
+                 build_number = excluded.build_number, channel = excluded.channel, \
+                 first_seen = MIN(devices.first_seen, excluded.first_seen), \
+                 last_seen = MAX(devices.last_seen, excluded.last_seen)",
             )
             .bind(&seen.device_id)
             .bind(&seen.device_type)
@@ -143,8 +148,7 @@ impl Store {
             .bind(seen.seen_at)
             .execute(&mut *tx)
             .await?;
-            // A counter only grows, and an older sighting still raises it:
-            // apart from the `last_seen` order that guards the rest.
+            // A counter only grows, and an older sighting still raises it.
             if let Some(counter) = seen.secure_version {
                 sqlx::query(
                     "UPDATE devices SET secure_version = $2 \

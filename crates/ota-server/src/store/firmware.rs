@@ -331,7 +331,12 @@ impl Store {
     /// Marks a firmware recalled and halts its rollouts that are not over,
     /// in one transaction. `None` when there is no such firmware or it was
     /// recalled already.
-    pub async fn recall_firmware(&self, id: i64, reason: Option<String>) -> Result<Option<Firmware>, sqlx::Error> {
+    pub async fn recall_firmware(
+        &self,
+        id: i64,
+        reason: Option<String>,
+        actor: String,
+    ) -> Result<Option<Firmware>, sqlx::Error> {
         self.write_firmware(move |pool| async move {
             let mut tx = pool.begin().await?;
             let now = Utc::now();
@@ -345,15 +350,35 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if row.is_some() {
-                sqlx::query(
-                    "UPDATE rollouts SET state = 'halted', state_reason = $1, updated_at = $2 \
-                     WHERE state IN ('running', 'paused') AND id IN (SELECT rollout_id FROM rollout_firmware WHERE firmware_id = $3)",
+                // The rollouts that carry it halt, each recorded as the
+                // recaller's doing: the trail of a rollout says why it stopped.
+                let halt_reason = format!("firmware {id} was recalled");
+                let halted: Vec<(i64, String, i64)> = sqlx::query_as(
+                    "SELECT id, state, stage FROM rollouts WHERE state IN ('running', 'paused') \
+                     AND id IN (SELECT rollout_id FROM rollout_firmware WHERE firmware_id = $1)",
                 )
-                .bind(format!("firmware {id} was recalled"))
-                .bind(now)
                 .bind(id)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
+                for (rollout_id, state, stage) in halted {
+                    sqlx::query(
+                        "UPDATE rollouts SET state = 'halted', state_reason = $1, updated_at = $2 WHERE id = $3",
+                    )
+                    .bind(&halt_reason)
+                    .bind(now)
+                    .bind(rollout_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let change = super::audit::Change {
+                        actor: actor.clone(),
+                        action: "rollout.halt",
+                        target_type: "rollout",
+                        target_id: Some(rollout_id.to_string()),
+                        before: Some(serde_json::json!({"state": state, "stage": stage})),
+                        after: Some(serde_json::json!({"state": "halted", "stage": stage, "reason": halt_reason})),
+                    };
+                    super::audit::record(&mut *tx, &change).await?;
+                }
             }
             tx.commit().await?;
             Ok(row.map(Firmware::from))

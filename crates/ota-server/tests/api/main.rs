@@ -10,6 +10,7 @@ mod devices;
 mod download;
 mod esp_idf_client;
 mod esp_images;
+mod fleet;
 mod helpers;
 mod idle;
 mod logs;

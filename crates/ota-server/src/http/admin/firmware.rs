@@ -318,8 +318,9 @@ const IMMUTABLE: &[&str] = &[
 /// Changes a firmware record.
 ///
 /// Any of `release_notes`, `is_stable`, `is_active`, `is_mandatory`,
-/// `min_version`, `rollout_percentage`, `build_number` (`null` clears
-/// `release_notes`, `min_version` and `build_number`). The version, device
+/// `min_version`, `rollout_percentage`, `build_number`, `target_groups`
+/// (`null` clears `release_notes`, `min_version` and `build_number`; `[]`
+/// clears `target_groups`, whose groups must exist). The version, device
 /// type, file and hash cannot change (422).
 #[utoipa::path(
     patch,
@@ -332,7 +333,7 @@ const IMMUTABLE: &[&str] = &[
         (status = 200, description = "The updated record", body = Firmware),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such firmware", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such firmware, or no such target group", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Reactivating a build that its device type's image rules now refuse", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An immutable or unknown field, or an invalid value", body = Problem, content_type = "application/problem+json"),
     )
@@ -539,7 +540,7 @@ async fn recall_firmware(
     let before = store.firmware(id).await?.ok_or_else(|| no_firmware(id))?;
     let reason = request.reason.filter(|r| !r.trim().is_empty());
     let recalled = store
-        .recall_firmware(id, reason)
+        .recall_firmware(id, reason, admin.name.clone())
         .await?
         .ok_or_else(|| ApiError::Conflict(format!("firmware {id} is recalled already")))?;
     tracing::warn!(version = %recalled.version, reason = ?recalled.recall_reason, "recalled firmware");

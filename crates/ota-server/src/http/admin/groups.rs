@@ -159,10 +159,13 @@ async fn update_group(
 ) -> ApiResult<axum::Json<Group>> {
     let store = state.store();
     let before = store.group(&name).await?.ok_or_else(|| no_group(&name))?;
-    let after = store
-        .set_group_description(&name, patch.description.as_deref())
-        .await?
-        .ok_or_else(|| no_group(&name))?;
+    let after = match &patch.description {
+        Some(description) => store
+            .set_group_description(&name, description.as_deref())
+            .await?
+            .ok_or_else(|| no_group(&name))?,
+        None => before.clone(),
+    };
     audit(
         &state,
         &admin,
