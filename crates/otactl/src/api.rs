@@ -104,7 +104,17 @@ impl Api {
     }
 
     pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
+        self.get_with(path, query)
+    }
+
+    /// A GET whose query is any flat serializable value, such as a filter
+    /// struct (its `None` fields skipped).
+    pub fn get_with(&self, path: &str, query: &(impl serde::Serialize + ?Sized)) -> Result<Value> {
         self.send(self.admin_timed(Method::GET, path)?.query(query))
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.admin_timed(Method::PUT, path)?.json(body))
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {

@@ -2,13 +2,21 @@
 //! seed's spellings (`upload`, `list`, `register`, `logs`) as aliases, and an
 //! example in every command's `--help`.
 
+mod audit;
+mod device;
 mod device_type;
+mod group;
+mod rollout;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use audit::AuditArgs;
+pub use device::{DeviceCommand, DeviceFilterArgs, DeviceIdArg, DeviceListArgs, PinArgs, SummaryArgs, TokenArgs};
 pub use device_type::{CreateArgs, DeviceTypeCommand, NameArg, PageArgs, SetArgs as DeviceTypeSetArgs};
+pub use group::{GroupCommand, GroupCreateArgs, GroupMembersArgs, GroupNameArg, GroupSetArgs, MembersChangeArgs};
+pub use rollout::{RolloutActionArgs, RolloutCommand, RolloutCreateArgs, RolloutListArgs, RolloutStatusArgs};
 
 /// The OTA server's command line: upload firmware, promote it, roll it out, watch the fleet update.
 #[derive(Debug, Parser)]
@@ -21,6 +29,8 @@ pub use device_type::{CreateArgs, DeviceTypeCommand, NameArg, PageArgs, SetArgs 
   otactl image inspect build/app.bin --device-type scales_bridge_tab5
   otactl firmware upload build/app.bin --device-type scales_bridge_tab5 --register
   otactl firmware set 12 --rollout 10 && otactl logs --firmware-id 12 --follow
+  otactl rollout create 12 --stages 1,10,50,100 && otactl rollout status 1 --watch
+  otactl devices summary && otactl audit --since 24h
 
 Exit codes: 0 done; 1 the server refused, or a result did not check out;
 2 usage error; 3 the server cannot be reached.
@@ -80,7 +90,7 @@ impl std::fmt::Debug for TokenArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Firmware builds: upload, register, list, show, promote, set, deactivate
+    /// Firmware builds: upload, register, list, show, promote, set, deactivate, recall
     #[command(subcommand, visible_alias = "fw", after_help = FIRMWARE_EXAMPLES)]
     Firmware(FirmwareCommand),
     /// Update attempts of the fleet, newest first; --follow to watch
@@ -89,9 +99,18 @@ pub enum Command {
     /// Device types: what each product's firmware must be (chip, project, chip revisions)
     #[command(subcommand, visible_alias = "dt", after_help = DEVICE_TYPE_EXAMPLES)]
     DeviceType(DeviceTypeCommand),
-    /// Devices: the inventory of devices that checked in, and device tokens
-    #[command(subcommand, after_help = DEVICE_EXAMPLES)]
+    /// Devices: the inventory of devices that checked in, pins, the fleet summary, device tokens
+    #[command(subcommand, visible_alias = "devices", after_help = device::DEVICE_EXAMPLES)]
     Device(DeviceCommand),
+    /// Groups: named sets of devices that firmware and rollouts can target
+    #[command(subcommand, visible_alias = "group", after_help = group::GROUP_EXAMPLES)]
+    Groups(GroupCommand),
+    /// Staged rollouts: create, watch, pause, resume, advance, abort
+    #[command(subcommand, visible_alias = "rollouts", after_help = rollout::ROLLOUT_EXAMPLES)]
+    Rollout(RolloutCommand),
+    /// Who changed what, and when: the admin API's audit log, newest first
+    #[command(after_help = audit::AUDIT_EXAMPLES)]
+    Audit(AuditArgs),
     /// ESP-IDF app images on this machine: check a build before uploading it
     #[command(subcommand, after_help = INSPECT_EXAMPLES)]
     Image(ImageCommand),
@@ -144,19 +163,9 @@ pub enum FirmwareCommand {
     /// Offer a deactivated firmware again
     #[command(after_help = "Example:\n  otactl firmware activate 12")]
     Activate(IdArg),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DeviceCommand {
-    /// List the devices that have checked in, by device id
-    #[command(after_help = DEVICE_LIST_EXAMPLES, visible_alias = "ls")]
-    List(DeviceListArgs),
-    /// Show what one device last reported
-    #[command(after_help = "Example:\n  otactl device show tab5-000042")]
-    Show(DeviceIdArg),
-    /// Mint a JWT for one device, to put in its NVS or provisioning data
-    #[command(after_help = TOKEN_EXAMPLES)]
-    Token(TokenArgs),
+    /// Take a bad release back: never offered again, its devices offered the previous good version
+    #[command(after_help = RECALL_EXAMPLES)]
+    Recall(RecallArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,21 +173,6 @@ pub enum ImageCommand {
     /// Read an ESP-IDF app image and print what it holds; with --device-type, whether the server would take it
     #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct DeviceListArgs {
-    /// Only this device type
-    #[arg(long, short = 't')]
-    pub device_type: Option<String>,
-    #[command(flatten)]
-    pub page: PageArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct DeviceIdArg {
-    /// The device's id, as it sends it
-    pub device_id: String,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +188,15 @@ pub struct InspectArgs {
 pub struct IdArg {
     /// The firmware id (see `otactl firmware list`)
     pub id: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct RecallArgs {
+    /// The firmware id (see `otactl firmware list`)
+    pub id: i64,
+    /// Why, for the firmware record and the audit log
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +348,23 @@ pub struct SetArgs {
     /// Its build number
     #[arg(long = "build", value_name = "N")]
     pub build_number: Option<i64>,
+    /// Offer it only to members of these groups (comma-separated); '' offers it to every device of its type
+    #[arg(long, visible_alias = "target-groups", value_name = "GROUPS", value_parser = parse_groups)]
+    pub groups: Option<TargetGroups>,
+}
+
+/// `--groups a,b` of `firmware set`: group names, or none for everyone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetGroups(pub Vec<String>);
+
+/// Comma-separated group names; empty parts are dropped, so `''` is no group.
+fn parse_groups(text: &str) -> Result<TargetGroups, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(device::group_name)
+        .collect::<Result<Vec<_>, _>>()
+        .map(TargetGroups)
 }
 
 #[derive(Debug, Args)]
@@ -373,18 +393,6 @@ pub struct LogsArgs {
     /// How often --follow asks the server (at least 100ms)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_interval, requires = "follow")]
     pub interval: std::time::Duration,
-}
-
-#[derive(Debug, Args)]
-pub struct TokenArgs {
-    /// The device's id, as it will send it (the token's `sub`)
-    pub device_id: String,
-    /// The device type the token is limited to
-    #[arg(long, short = 't')]
-    pub device_type: String,
-    /// How long the token is valid: 60s to 3650d
-    #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = parse_ttl)]
-    pub ttl: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -446,6 +454,7 @@ const FIRMWARE_EXAMPLES: &str = "Examples:
   otactl firmware upload build/app.bin -t legacy_sensor -v 1.2.0 --register
   otactl firmware promote 12
   otactl firmware set 12 --rollout 10
+  otactl firmware recall 12 --reason 'boot loop'
   otactl firmware list -t scales_bridge_tab5";
 
 const UPLOAD_EXAMPLES: &str = "Examples:
@@ -470,7 +479,14 @@ const LIST_EXAMPLES: &str = "Examples:
 const SET_EXAMPLES: &str = "Examples:
   otactl firmware set 12 --rollout 25
   otactl firmware set 12 --rollout 100 --mandatory
-  otactl firmware set 12 --min-version 1.1.0 --notes 'Fixes the scale drift'";
+  otactl firmware set 12 --min-version 1.1.0 --notes 'Fixes the scale drift'
+  otactl firmware set 12 --groups beta-testers,lab
+  otactl firmware set 12 --groups ''          # every device of its type again";
+
+const RECALL_EXAMPLES: &str = "Examples:
+  otactl firmware recall 12 --reason 'boot loop on rev v1.0 units'
+A recalled firmware is never offered again, and its unfinished rollouts halt. Devices running
+it are offered the previous good version (a downgrade) where their secure_version allows.";
 
 const LOGS_EXAMPLES: &str = "Examples:
   otactl logs --firmware-id 12 --since 1h
@@ -483,25 +499,11 @@ const DEVICE_TYPE_EXAMPLES: &str = "Examples:
   otactl device-type show scales_bridge_tab5
   otactl dt set scales_bridge_tab5 --project-name scales_bridge";
 
-const DEVICE_EXAMPLES: &str = "Examples:
-  otactl device list --device-type scales_bridge_tab5
-  otactl device show tab5-000042
-  otactl device token tab5-000042 --device-type scales_bridge_tab5";
-
-const DEVICE_LIST_EXAMPLES: &str = "Examples:
-  otactl device list
-  otactl device list -t scales_bridge_tab5 --json | jq -r '.items[] | [.device_id, .current_version] | @tsv'";
-
 const INSPECT_EXAMPLES: &str = "Examples:
   otactl image inspect build/app.bin
   otactl image inspect build/app.bin --device-type scales_bridge_tab5
   otactl image inspect build/app.bin --json | jq .image.app.secure_version
 Exit 1 when the file is not a valid app image, or does not fit the device type.";
-
-const TOKEN_EXAMPLES: &str = "Examples:
-  otactl device token tab5-000042 --device-type scales_bridge_tab5
-  TOKEN=$(otactl device token tab5-000042 -t scales_bridge_tab5 --ttl 30d)
-The token is printed once, on stdout; the server keeps no copy.";
 
 const LOGIN_EXAMPLES: &str = "Examples:
   otactl login --server https://ota.example.com            # asks for the token
@@ -538,6 +540,16 @@ mod tests {
         let mut missing = Vec::new();
         walk(&Cli::command(), "otactl".into(), &mut missing);
         assert!(missing.is_empty(), "commands without an example: {missing:?}");
+    }
+
+    #[test]
+    fn target_groups_are_checked_names_and_empty_means_everyone() {
+        assert_eq!(
+            parse_groups("beta-testers, lab"),
+            Ok(TargetGroups(vec!["beta-testers".into(), "lab".into()]))
+        );
+        assert_eq!(parse_groups(""), Ok(TargetGroups(vec![])));
+        assert!(parse_groups("Beta Testers").is_err());
     }
 
     #[test]

@@ -7,8 +7,16 @@ mod common;
 mod device_types;
 #[path = "cli/esp_images.rs"]
 mod esp_images;
+#[path = "cli/fleet.rs"]
+mod fleet;
+#[path = "cli/groups.rs"]
+mod groups;
 #[path = "cli/inventory.rs"]
 mod inventory;
+#[path = "cli/recalls.rs"]
+mod recalls;
+#[path = "cli/rollouts.rs"]
+mod rollouts;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

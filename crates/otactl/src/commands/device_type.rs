@@ -4,7 +4,7 @@
 use ota_core::wire::{DeviceTypePatch, DeviceTypeRecord, NewDeviceType};
 use serde_json::Value;
 
-use super::Ctx;
+use super::{Ctx, body_of};
 use crate::api::Api;
 use crate::cli::{CreateArgs, DeviceTypeSetArgs, PageArgs};
 use crate::esp;
@@ -24,7 +24,7 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
         max_chip_revision: args.max_chip_revision,
         description: args.description,
     };
-    let record = ctx.api()?.post(DEVICE_TYPES, &to_body(&request)?)?;
+    let record = ctx.api()?.post(DEVICE_TYPES, &body_of(&request)?)?;
     report(ctx, &record, "Created device type")
 }
 
@@ -89,7 +89,7 @@ pub fn set(ctx: &Ctx, args: DeviceTypeSetArgs) -> Result<()> {
         max_chip_revision: either(args.max_chip_revision, args.no_max_chip_revision),
         description: either(args.description, args.no_description),
     };
-    let body = to_body(&patch)?;
+    let body = body_of(&patch)?;
     if body.as_object().is_none_or(|fields| fields.is_empty()) {
         return Err(Failure::usage(
             "nothing to change: give --chip, --project-name, --min-chip-revision, --max-chip-revision, \
@@ -129,10 +129,6 @@ fn check_name(name: &str) -> Result<()> {
     ota_core::DeviceType::parse(name)
         .map(|_| ())
         .map_err(|e| Failure::usage(format!("NAME `{name}`: {e}")))
-}
-
-fn to_body(request: &impl serde::Serialize) -> Result<Value> {
-    serde_json::to_value(request).map_err(|e| Failure::failed(format!("cannot write the request: {e}")))
 }
 
 fn report(ctx: &Ctx, record: &Value, what: &str) -> Result<()> {

@@ -3,8 +3,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, check_version, read_notes};
-use crate::cli::{ListArgs, SetArgs};
+use ota_core::wire::RecallRequest;
+
+use super::{Ctx, body_of, check_version, read_notes};
+use crate::cli::{ListArgs, RecallArgs, SetArgs};
 use crate::esp;
 use crate::failure::{Failure, Result};
 use crate::output::{self, print_json};
@@ -51,7 +53,11 @@ pub fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
                 output::text(&f["image"]["app"]["secure_version"]),
                 output::bytes(f["file_size"].as_i64().unwrap_or(0)),
                 output::text(&f["is_stable"]),
-                output::text(&f["is_active"]),
+                if f["recalled_at"].is_null() {
+                    output::text(&f["is_active"])
+                } else {
+                    "recalled".into()
+                },
                 format!("{} %", f["rollout_percentage"]),
                 output::text(&f["is_mandatory"]),
                 output::text(&f["download_count"]),
@@ -84,6 +90,17 @@ pub fn activate(ctx: &Ctx, id: i64) -> Result<()> {
     change(ctx, id, json!({"is_active": true}), "is active again")
 }
 
+pub fn recall(ctx: &Ctx, args: RecallArgs) -> Result<()> {
+    let request = RecallRequest { reason: args.reason };
+    let path = format!("{}/recall", firmware_path(args.id));
+    let firmware = ctx.api()?.post(&path, &body_of(&request)?)?;
+    report(
+        ctx,
+        &firmware,
+        "is recalled: it is offered to no device, and devices running it are offered the previous good version",
+    )
+}
+
 pub fn set(ctx: &Ctx, args: SetArgs) -> Result<()> {
     let mut patch = Map::new();
     if let Some(rollout) = args.rollout {
@@ -112,9 +129,12 @@ pub fn set(ctx: &Ctx, args: SetArgs) -> Result<()> {
     if let Some(build) = args.build_number {
         patch.insert("build_number".into(), json!(build));
     }
+    if let Some(groups) = args.groups {
+        patch.insert("target_groups".into(), json!(groups.0));
+    }
     if patch.is_empty() {
         return Err(Failure::usage(
-            "nothing to change: give --rollout, --mandatory, --stable, --notes, --min-version or another option (see --help)",
+            "nothing to change: give --rollout, --mandatory, --stable, --notes, --min-version, --groups or another option (see --help)",
         ));
     }
     change(ctx, args.id, Value::Object(patch), "is updated")
@@ -167,6 +187,7 @@ pub fn describe(f: &Value) -> String {
         ("active", output::text(&f["is_active"])),
         ("mandatory", output::text(&f["is_mandatory"])),
         ("rollout", format!("{} %", f["rollout_percentage"])),
+        ("groups", target_groups(&f["target_groups"])),
         ("min version", output::text(&f["min_version"])),
         ("downloads", output::text(&f["download_count"])),
         ("created", output::time(&f["created_at"])),
@@ -179,6 +200,15 @@ pub fn describe(f: &Value) -> String {
             .filter_map(|status| stats.get(*status).map(|n| format!("{status} {n}")))
             .collect();
         pairs.push(("attempts", counts.join(", ")));
+    }
+    if !f["recalled_at"].is_null() {
+        pairs.push((
+            "recalled",
+            match &f["recall_reason"] {
+                Value::Null => output::time(&f["recalled_at"]),
+                reason => format!("{}: {}", output::time(&f["recalled_at"]), output::short(reason, 100)),
+            },
+        ));
     }
     if f["version_overridden"] == true {
         pairs.push((
@@ -201,4 +231,12 @@ pub fn describe(f: &Value) -> String {
         }
     }
     text
+}
+
+/// A firmware's target groups; none means every device of its type.
+fn target_groups(groups: &Value) -> String {
+    match groups.as_array() {
+        Some(names) if !names.is_empty() => names.iter().map(output::text).collect::<Vec<_>>().join(", "),
+        _ => "all devices of its type".into(),
+    }
 }

@@ -127,7 +127,7 @@ fn follow(
 
 /// A failure that a watch waits out: no answer, an odd answer, a server
 /// that is not ready (5xx) or asks us to slow down (429).
-fn passing(failure: &Failure) -> bool {
+pub(super) fn passing(failure: &Failure) -> bool {
     match failure {
         Failure::Unreachable(_) | Failure::Failed(_) => true,
         Failure::Refused(problem) => problem.status >= 500 || problem.status == 429,
@@ -184,7 +184,7 @@ fn row(log: &Value) -> Vec<String> {
 }
 
 /// `--since`: a duration back from now (`30m`, `1h`, `7d`) or an RFC 3339 time.
-fn parse_since(text: &str) -> Result<DateTime<Utc>> {
+pub(super) fn parse_since(text: &str) -> Result<DateTime<Utc>> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Ok(time.with_timezone(&Utc));
     }
@@ -200,7 +200,7 @@ fn parse_since(text: &str) -> Result<DateTime<Utc>> {
         .ok_or_else(|| Failure::usage(format!("--since `{text}` is too long ago")))
 }
 
-fn humanize(interval: std::time::Duration) -> String {
+pub(super) fn humanize(interval: std::time::Duration) -> String {
     format!("{:.1?}", interval)
 }
 

@@ -1,13 +1,16 @@
 //! One module per noun; each command calls the API and prints a table or,
 //! with `--json`, the API's answer.
 
+mod audit;
 mod device;
 mod device_type;
 mod firmware;
+mod group;
 mod image;
 mod login;
 mod logs;
 mod publish;
+mod rollout;
 mod status;
 
 use std::path::PathBuf;
@@ -16,7 +19,9 @@ use clap::CommandFactory;
 use url::Url;
 
 use crate::api::Api;
-use crate::cli::{Cli, Command, DeviceCommand, DeviceTypeCommand, FirmwareCommand, Global, ImageCommand};
+use crate::cli::{
+    Cli, Command, DeviceCommand, DeviceTypeCommand, FirmwareCommand, Global, GroupCommand, ImageCommand, RolloutCommand,
+};
 use crate::config::{self, AdminToken, ConfigFile};
 use crate::failure::{Failure, Result};
 
@@ -31,6 +36,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Firmware(FirmwareCommand::Set(args)) => firmware::set(&ctx, args),
         Command::Firmware(FirmwareCommand::Deactivate(args)) => firmware::deactivate(&ctx, args.id),
         Command::Firmware(FirmwareCommand::Activate(args)) => firmware::activate(&ctx, args.id),
+        Command::Firmware(FirmwareCommand::Recall(args)) => firmware::recall(&ctx, args),
         Command::Logs(args) => logs::logs(&ctx, args),
         Command::DeviceType(DeviceTypeCommand::Create(args)) => device_type::create(&ctx, args),
         Command::DeviceType(DeviceTypeCommand::List(args)) => device_type::list(&ctx, args),
@@ -38,7 +44,26 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::DeviceType(DeviceTypeCommand::Set(args)) => device_type::set(&ctx, args),
         Command::Device(DeviceCommand::List(args)) => device::list(&ctx, args),
         Command::Device(DeviceCommand::Show(args)) => device::show(&ctx, &args.device_id),
+        Command::Device(DeviceCommand::Pin(args)) => device::pin(&ctx, args),
+        Command::Device(DeviceCommand::Unpin(args)) => device::unpin(&ctx, &args.device_id),
+        Command::Device(DeviceCommand::Summary(args)) => device::summary(&ctx, args),
         Command::Device(DeviceCommand::Token(args)) => device::token(&ctx, args),
+        Command::Groups(GroupCommand::Create(args)) => group::create(&ctx, args),
+        Command::Groups(GroupCommand::List(args)) => group::list(&ctx, args),
+        Command::Groups(GroupCommand::Show(args)) => group::show(&ctx, &args.name),
+        Command::Groups(GroupCommand::Set(args)) => group::set(&ctx, args),
+        Command::Groups(GroupCommand::Delete(args)) => group::delete(&ctx, &args.name),
+        Command::Groups(GroupCommand::Members(args)) => group::members(&ctx, args),
+        Command::Groups(GroupCommand::Add(args)) => group::change_members(&ctx, args, group::Change::Add),
+        Command::Groups(GroupCommand::Remove(args)) => group::change_members(&ctx, args, group::Change::Remove),
+        Command::Rollout(RolloutCommand::Create(args)) => rollout::create(&ctx, args),
+        Command::Rollout(RolloutCommand::List(args)) => rollout::list(&ctx, args),
+        Command::Rollout(RolloutCommand::Status(args)) => rollout::status(&ctx, args),
+        Command::Rollout(RolloutCommand::Pause(args)) => rollout::act(&ctx, args, rollout::Action::Pause),
+        Command::Rollout(RolloutCommand::Resume(args)) => rollout::act(&ctx, args, rollout::Action::Resume),
+        Command::Rollout(RolloutCommand::Abort(args)) => rollout::act(&ctx, args, rollout::Action::Abort),
+        Command::Rollout(RolloutCommand::Advance(args)) => rollout::act(&ctx, args, rollout::Action::Advance),
+        Command::Audit(args) => audit::audit(&ctx, args),
         Command::Image(ImageCommand::Inspect(args)) => image::inspect(&ctx, args),
         Command::Status => status::status(&ctx),
         Command::Login(args) => login::login(&ctx, args),
@@ -172,4 +197,19 @@ pub fn check_device_type(text: &str) -> Result<()> {
     ota_core::DeviceType::parse(text)
         .map(|_| ())
         .map_err(|e| Failure::usage(format!("--device-type `{text}`: {e}")))
+}
+
+/// A request body from one of the API's request types.
+pub fn body_of(request: &impl serde::Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(request).map_err(|e| Failure::failed(format!("cannot write the request: {e}")))
+}
+
+/// An answer read as one of the API's types, for commands that print more
+/// than its fields; `--json` still prints the answer as it came.
+pub fn decode<T: serde::de::DeserializeOwned>(answer: &serde_json::Value, what: &str) -> Result<T> {
+    T::deserialize(answer).map_err(|e| {
+        Failure::failed(format!(
+            "the server's answer is not {what} ({e}): is otactl as new as the server?"
+        ))
+    })
 }

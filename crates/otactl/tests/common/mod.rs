@@ -133,6 +133,64 @@ impl Server {
     }
 }
 
+/// The fleet helpers: devices that check in, and `otactl --json` answers.
+impl Server {
+    /// `otactl --json ARGS`, which must succeed: its JSON answer.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let output = self.otactl().arg("--json").args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "otactl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        json_of(&output)
+    }
+
+    /// A device token for `device_id`, minted with `otactl device token`.
+    pub fn device_token(&self, device_id: &str, device_type: &str) -> String {
+        let output = self
+            .otactl()
+            .args(["device", "token", device_id, "-t", device_type])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        stdout_of(&output).trim().to_owned()
+    }
+
+    /// `device_id` checks in running `version`: the check's answer and its token.
+    pub fn check_in(&self, device_id: &str, device_type: &str, version: &str) -> (Value, String) {
+        let token = self.device_token(device_id, device_type);
+        let answer = self.device_post(
+            &token,
+            "/api/ota/check",
+            serde_json::json!({"device_type": device_type, "current_version": version}),
+        );
+        (answer, token)
+    }
+
+    /// `otactl groups create NAME`, which must succeed.
+    pub fn groups_create(&self, name: &str) {
+        self.otactl().args(["groups", "create", name]).assert().success();
+    }
+
+    /// Waits until the inventory holds `count` devices (check-ins are
+    /// written in batches, about once a second).
+    pub fn wait_for_devices(&self, count: i64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let page = self.json(&["device", "list", "--limit", "1"]);
+            if page["total"] == count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the inventory holds {page}, not {count} devices"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
