@@ -143,7 +143,10 @@ async fn flush(store: &Store, pending: &mut HashMap<String, Sighting>, counters:
     if pending.is_empty() {
         return;
     }
-    let batch: Vec<Sighting> = pending.drain().map(|(_, sighting)| sighting).collect();
+    let mut batch: Vec<Sighting> = pending.drain().map(|(_, sighting)| sighting).collect();
+    // In one order everywhere: two instances writing the same devices lock
+    // their rows in the same order, and so never deadlock on PostgreSQL.
+    batch.sort_unstable_by(|a, b| a.device_id.cmp(&b.device_id));
     match store.devices_seen(&batch).await {
         Ok(()) => forget_written(counters, &batch),
         Err(e) => {

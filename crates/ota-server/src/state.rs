@@ -152,8 +152,21 @@ impl AppState {
     }
 
     /// Held while a file is moved into place and its record written, so
-    /// that two uploads of one version cannot interleave.
-    pub fn publish_lock(&self) -> &Mutex<()> {
-        &self.0.publish_lock
+    /// that two uploads of one version cannot interleave: in this process,
+    /// and on PostgreSQL across every instance.
+    pub async fn lock_publication(&self) -> Result<Publishing<'_>, sqlx::Error> {
+        let local = self.0.publish_lock.lock().await;
+        let shared = self.0.store.lock_publication().await?;
+        Ok(Publishing {
+            _local: local,
+            _shared: shared,
+        })
     }
+}
+
+/// See [`AppState::lock_publication`].
+#[must_use]
+pub struct Publishing<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    _shared: crate::store::PublicationLock,
 }

@@ -90,12 +90,20 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// SQLITE_BUSY and SQLITE_LOCKED (and their extended codes) outlasting the busy timeout.
+/// A database that could not serve the statement now, though it may soon:
+/// SQLITE_BUSY and SQLITE_LOCKED (and their extended codes) outlasting the
+/// busy timeout; on PostgreSQL a lock timeout, a deadlock or serialization
+/// failure, too many connections, or a server shutting down or starting.
 fn is_busy(error: &sqlx::Error) -> bool {
     let sqlx::Error::Database(e) = error else { return false };
-    e.code()
-        .and_then(|code| code.parse::<u32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+    let Some(code) = e.code() else { return false };
+    if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+        return matches!(
+            code.as_ref(),
+            "55P03" | "40P01" | "40001" | "53300" | "57014" | "57P01" | "57P02" | "57P03"
+        );
+    }
+    code.parse::<u32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 /// The problem document for a status and detail.

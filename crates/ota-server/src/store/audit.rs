@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use ota_core::wire::AuditEntry;
 use serde_json::Value;
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{FromRow, QueryBuilder};
 
 use super::Store;
 
@@ -61,7 +61,12 @@ pub struct AuditFilter {
 }
 
 impl AuditFilter {
-    fn push_where(&self, query: &mut QueryBuilder<Sqlite>) {
+    fn push_where<DB>(&self, query: &mut QueryBuilder<DB>)
+    where
+        DB: sqlx::Database,
+        String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        DateTime<Utc>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
         query.push(" WHERE TRUE");
         for (column, value) in [
             ("actor", &self.actor),
@@ -79,9 +84,9 @@ impl AuditFilter {
     }
 }
 
-pub(super) async fn record<'e>(db: impl sqlx::SqliteExecutor<'e>, change: &Change) -> Result<(), sqlx::Error> {
+pub(super) async fn record(conn: impl Into<super::Conn<'_>>, change: &Change) -> Result<(), sqlx::Error> {
     let text = |value: &Option<Value>| value.as_ref().map(Value::to_string);
-    sqlx::query(
+    on_conn!(conn.into(), db =>     sqlx::query(
         "INSERT INTO audit_log (at, actor, action, target_type, target_id, before, after) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -94,17 +99,22 @@ pub(super) async fn record<'e>(db: impl sqlx::SqliteExecutor<'e>, change: &Chang
     .bind(text(&change.after))
     .execute(db)
     .await
-    .map(|_| ())
+    .map(|_| ()))
 }
 
 impl Store {
     /// Records a change. The write runs to its end even if the request
     /// that made the change goes away.
     pub async fn record_change(&self, change: Change) -> Result<(), sqlx::Error> {
-        let pool = self.pool.clone();
-        tokio::spawn(async move { record(&pool, &change).await })
-            .await
-            .map_err(|_| sqlx::Error::WorkerCrashed)?
+        on_db!(&self.db, pool => {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await?;
+                record(&mut *conn, &change).await
+            })
+                .await
+                .map_err(|_| sqlx::Error::WorkerCrashed)?
+        })
     }
 
     /// A page of the audit log, newest first, and how many entries match.
@@ -114,16 +124,18 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<AuditEntry>, i64), sqlx::Error> {
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM audit_log");
-        filter.push_where(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-        let mut page = QueryBuilder::<Sqlite>::new("SELECT * FROM audit_log");
-        filter.push_where(&mut page);
-        page.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = page.build_query_as::<AuditRow>().fetch_all(&self.pool).await?;
-        Ok((rows.into_iter().map(AuditEntry::from).collect(), total))
+        on_db!(&self.db, pool => {
+            let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM audit_log");
+            filter.push_where(&mut count);
+            let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+            let mut page = QueryBuilder::<DB>::new("SELECT * FROM audit_log");
+            filter.push_where(&mut page);
+            page.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+            let rows = page.build_query_as::<AuditRow>().fetch_all(pool).await?;
+            Ok((rows.into_iter().map(AuditEntry::from).collect(), total))
+        })
     }
 }

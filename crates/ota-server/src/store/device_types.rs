@@ -109,23 +109,25 @@ impl Store {
         let (owned_name, values) = (name.to_owned(), values.clone());
         // Through the firmware writer: the catalogue's snapshot may come to
         // carry device type rules, so every change must move its generation.
-        self.write_firmware(move |pool| async move {
-            sqlx::query(
-                "INSERT INTO device_types (name, image_format, chip, project_name, min_chip_revision, \
-                 max_chip_revision, description, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-            )
-            .bind(&owned_name)
-            .bind(values.image_format.as_str())
-            .bind(&values.chip)
-            .bind(&values.project_name)
-            .bind(i64::from(values.min_chip_revision.full()))
-            .bind(values.max_chip_revision.map(|r| i64::from(r.full())))
-            .bind(&values.description)
-            .bind(Utc::now())
-            .execute(&pool)
-            .await?;
-            Ok(())
+        self.write_firmware(move |db| async move {
+            on_db!(&db, pool => {
+                sqlx::query(
+                    "INSERT INTO device_types (name, image_format, chip, project_name, min_chip_revision, \
+                     max_chip_revision, description, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                )
+                .bind(&owned_name)
+                .bind(values.image_format.as_str())
+                .bind(&values.chip)
+                .bind(&values.project_name)
+                .bind(i64::from(values.min_chip_revision.full()))
+                .bind(values.max_chip_revision.map(|r| i64::from(r.full())))
+                .bind(&values.description)
+                .bind(Utc::now())
+                .execute(pool)
+                .await?;
+                Ok(())
+            })
         })
         .await?;
         self.device_type(name).await?.ok_or_else(|| sqlx::Error::RowNotFound)
@@ -133,11 +135,13 @@ impl Store {
 
     /// A device type by name.
     pub async fn device_type(&self, name: &str) -> Result<Option<DeviceTypeRecord>, sqlx::Error> {
-        sqlx::query_as::<_, DeviceTypeRow>(select!("WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map(|row| row.map(DeviceTypeRecord::from))
+        on_db!(&self.db, pool => {
+            sqlx::query_as::<_, DeviceTypeRow>(select!("WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map(|row| row.map(DeviceTypeRecord::from))
+        })
     }
 
     /// A page of device types sorted by name, and how many there are.
@@ -146,15 +150,17 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<DeviceTypeRecord>, i64), sqlx::Error> {
-        let items = sqlx::query_as::<_, DeviceTypeRow>(select!("ORDER BY name LIMIT $1 OFFSET $2"))
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_types")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((items.into_iter().map(DeviceTypeRecord::from).collect(), total))
+        on_db!(&self.db, pool => {
+            let items = sqlx::query_as::<_, DeviceTypeRow>(select!("ORDER BY name LIMIT $1 OFFSET $2"))
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_types")
+                .fetch_one(pool)
+                .await?;
+            Ok((items.into_iter().map(DeviceTypeRecord::from).collect(), total))
+        })
     }
 
     /// Replaces everything but the name; `None` when there is no such type.
@@ -165,8 +171,8 @@ impl Store {
     ) -> Result<Option<DeviceTypeRecord>, sqlx::Error> {
         let (owned_name, values) = (name.to_owned(), values.clone());
         let updated = self
-            .write_firmware(move |pool| async move {
-                sqlx::query(
+            .write_firmware(move |db| async move {
+                on_db!(&db, pool => sqlx::query(
                     "UPDATE device_types SET image_format = $1, chip = $2, project_name = $3, \
                      min_chip_revision = $4, max_chip_revision = $5, description = $6, updated_at = $7 \
                      WHERE name = $8",
@@ -179,9 +185,9 @@ impl Store {
                 .bind(&values.description)
                 .bind(Utc::now())
                 .bind(&owned_name)
-                .execute(&pool)
+                .execute(pool)
                 .await
-                .map(|done| done.rows_affected() > 0)
+                .map(|done| done.rows_affected() > 0))
             })
             .await?;
         if !updated {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ota_core::wire::{DeviceRecord, FleetSummary};
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{FromRow, QueryBuilder};
 
 use super::Store;
 
@@ -59,7 +59,12 @@ pub struct DeviceQuery {
 }
 
 impl DeviceQuery {
-    pub(super) fn push_where(&self, query: &mut QueryBuilder<Sqlite>) {
+    pub(super) fn push_where<DB>(&self, query: &mut QueryBuilder<DB>)
+    where
+        DB: sqlx::Database,
+        String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        DateTime<Utc>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
         query.push(" WHERE TRUE");
         if let Some(value) = &self.device_type {
             query.push(" AND device_type = ").push_bind(value.clone());
@@ -85,8 +90,9 @@ impl DeviceQuery {
                 value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
             );
             query
-                .push(" AND device_id LIKE ")
+                .push(" AND lower(device_id) LIKE lower(")
                 .push_bind(pattern)
+                .push(")")
                 .push(" ESCAPE '\\'");
         }
         if let Some(value) = self.not_seen_since {
@@ -127,57 +133,64 @@ pub struct Sighting {
 impl Store {
     /// Records check-ins in one transaction: creates each device or updates what it runs.
     pub async fn devices_seen(&self, sightings: &[Sighting]) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        for seen in sightings {
-            sqlx::query(
-                "INSERT INTO devices (device_id, device_type, current_version, build_number, channel, secure_version, first_seen, last_seen) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-                 ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type, \
-                 current_version = CASE WHEN excluded.last_seen >= devices.last_seen OR devices.current_version IS NULL \
-                                        THEN excluded.current_version ELSE devices.current_version END, \
-                 build_number = excluded.build_number, channel = excluded.channel, \
-                 first_seen = MIN(devices.first_seen, excluded.first_seen), \
-                 last_seen = MAX(devices.last_seen, excluded.last_seen)",
-            )
-            .bind(&seen.device_id)
-            .bind(&seen.device_type)
-            .bind(&seen.current_version)
-            .bind(seen.build_number)
-            .bind(&seen.channel)
-            .bind(seen.secure_version.map(i64::from))
-            .bind(seen.seen_at)
-            .execute(&mut *tx)
-            .await?;
-            // A counter only grows, and an older sighting still raises it.
-            if let Some(counter) = seen.secure_version {
+        on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            for seen in sightings {
                 sqlx::query(
-                    "UPDATE devices SET secure_version = $2 \
-                     WHERE device_id = $1 AND (secure_version IS NULL OR secure_version < $2)",
+                    "INSERT INTO devices (device_id, device_type, current_version, build_number, channel, secure_version, first_seen, last_seen) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+                     ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type, \
+                     current_version = CASE WHEN excluded.last_seen >= devices.last_seen OR devices.current_version IS NULL \
+                                            THEN excluded.current_version ELSE devices.current_version END, \
+                     build_number = excluded.build_number, channel = excluded.channel, \
+                     first_seen = CASE WHEN excluded.first_seen < devices.first_seen THEN excluded.first_seen ELSE devices.first_seen END, \
+                     last_seen = CASE WHEN excluded.last_seen > devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END",
                 )
                 .bind(&seen.device_id)
-                .bind(i64::from(counter))
+                .bind(&seen.device_type)
+                .bind(&seen.current_version)
+                .bind(seen.build_number)
+                .bind(&seen.channel)
+                .bind(seen.secure_version.map(i64::from))
+                .bind(seen.seen_at)
                 .execute(&mut *tx)
                 .await?;
+                // A counter only grows, and an older sighting still raises it.
+                if let Some(counter) = seen.secure_version {
+                    sqlx::query(
+                        "UPDATE devices SET secure_version = $2 \
+                         WHERE device_id = $1 AND (secure_version IS NULL OR secure_version < $2)",
+                    )
+                    .bind(&seen.device_id)
+                    .bind(i64::from(counter))
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
-        }
-        settle_attempts(&mut tx, sightings).await?;
-        tx.commit().await
+            settle_attempts((&mut *tx).into(), sightings).await?;
+            tx.commit().await
+        })
     }
 
     /// Records a status report in the inventory alone (tests set up states
     /// with it; the server writes reports through `apply_report`).
     #[cfg(test)]
     pub async fn device_reported(&self, report: super::logs::DeviceReport<'_>) -> Result<(), sqlx::Error> {
-        reported(&self.pool, report).await
+        on_db!(&self.db, pool => {
+            let mut conn = pool.acquire().await?;
+            reported(&mut *conn, report).await
+        })
     }
 
     /// One device of the inventory.
     pub async fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, sqlx::Error> {
-        sqlx::query_as::<_, DeviceRow>("SELECT * FROM devices WHERE device_id = $1")
-            .bind(device_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map(|row| row.map(DeviceRecord::from))
+        on_db!(&self.db, pool => {
+            sqlx::query_as::<_, DeviceRow>("SELECT * FROM devices WHERE device_id = $1")
+                .bind(device_id)
+                .fetch_optional(pool)
+                .await
+                .map(|row| row.map(DeviceRecord::from))
+        })
     }
 
     /// A page of the inventory, by device id, and how many devices match.
@@ -187,17 +200,19 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<DeviceRecord>, i64), sqlx::Error> {
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM devices");
-        filter.push_where(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-        let mut page = QueryBuilder::<Sqlite>::new("SELECT * FROM devices");
-        filter.push_where(&mut page);
-        page.push(" ORDER BY device_id LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = page.build_query_as::<DeviceRow>().fetch_all(&self.pool).await?;
-        Ok((rows.into_iter().map(DeviceRecord::from).collect(), total))
+        on_db!(&self.db, pool => {
+            let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM devices");
+            filter.push_where(&mut count);
+            let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+            let mut page = QueryBuilder::<DB>::new("SELECT * FROM devices");
+            filter.push_where(&mut page);
+            page.push(" ORDER BY device_id LIMIT ")
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+            let rows = page.build_query_as::<DeviceRow>().fetch_all(pool).await?;
+            Ok((rows.into_iter().map(DeviceRecord::from).collect(), total))
+        })
     }
 
     /// The fleet of each device type (or of one): devices per version and
@@ -207,46 +222,48 @@ impl Store {
         device_type: Option<&str>,
         not_seen_days: i64,
     ) -> Result<Vec<FleetSummary>, sqlx::Error> {
-        let cutoff = Utc::now() - chrono::Duration::days(not_seen_days);
-        let types: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT device_type, COUNT(*), \
-             SUM(CASE WHEN last_seen < $2 THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN pinned_firmware_id IS NOT NULL THEN 1 ELSE 0 END) \
-             FROM devices WHERE ($1 IS NULL OR device_type = $1) GROUP BY device_type ORDER BY device_type",
-        )
-        .bind(device_type)
-        .bind(cutoff)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut summaries = Vec::with_capacity(types.len());
-        for (device_type, devices, not_seen, pinned) in types {
-            let per = |column: &'static str| {
-                let sql = format!(
-                    "SELECT COALESCE({column}, 'none'), COUNT(*) FROM devices WHERE device_type = $1 GROUP BY 1"
-                );
-                let device_type = device_type.clone();
-                let pool = self.pool.clone();
-                async move {
-                    sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql))
-                        .bind(device_type)
-                        .fetch_all(&pool)
-                        .await
-                        .map(|rows| rows.into_iter().collect::<BTreeMap<_, _>>())
-                }
-            };
-            let by_version = per("current_version").await?;
-            let by_status = per("last_status").await?;
-            summaries.push(FleetSummary {
-                device_type,
-                devices,
-                by_version,
-                by_status,
-                not_seen_days,
-                not_seen,
-                pinned,
-            });
-        }
-        Ok(summaries)
+        on_db!(&self.db, pool => {
+            let cutoff = Utc::now() - chrono::Duration::days(not_seen_days);
+            let types: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+                "SELECT device_type, COUNT(*), \
+                 SUM(CASE WHEN last_seen < $2 THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN pinned_firmware_id IS NOT NULL THEN 1 ELSE 0 END) \
+                 FROM devices WHERE ($1 IS NULL OR device_type = $1) GROUP BY device_type ORDER BY device_type",
+            )
+            .bind(device_type)
+            .bind(cutoff)
+            .fetch_all(pool)
+            .await?;
+            let mut summaries = Vec::with_capacity(types.len());
+            for (device_type, devices, not_seen, pinned) in types {
+                let per = |column: &'static str| {
+                    let sql = format!(
+                        "SELECT COALESCE({column}, 'none'), COUNT(*) FROM devices WHERE device_type = $1 GROUP BY 1"
+                    );
+                    let device_type = device_type.clone();
+                    let pool = pool.clone();
+                    async move {
+                        sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql))
+                            .bind(device_type)
+                            .fetch_all(&pool)
+                            .await
+                            .map(|rows| rows.into_iter().collect::<BTreeMap<_, _>>())
+                    }
+                };
+                let by_version = per("current_version").await?;
+                let by_status = per("last_status").await?;
+                summaries.push(FleetSummary {
+                    device_type,
+                    devices,
+                    by_version,
+                    by_status,
+                    not_seen_days,
+                    not_seen,
+                    pinned,
+                });
+            }
+            Ok(summaries)
+        })
     }
 
     /// Pins a device to a firmware (`None`: unpins it). `None` when there
@@ -257,43 +274,51 @@ impl Store {
         firmware_id: Option<i64>,
     ) -> Result<Option<DeviceRecord>, sqlx::Error> {
         let device_id = device_id.to_owned();
-        self.write_firmware(move |pool| async move {
-            sqlx::query_as::<_, DeviceRow>(
-                "UPDATE devices SET pinned_firmware_id = $2 WHERE device_id = $1 RETURNING *",
-            )
-            .bind(device_id)
-            .bind(firmware_id)
-            .fetch_optional(&pool)
-            .await
-            .map(|row| row.map(DeviceRecord::from))
+        self.write_firmware(move |db| async move {
+            on_db!(&db, pool => {
+                sqlx::query_as::<_, DeviceRow>(
+                    "UPDATE devices SET pinned_firmware_id = $2 WHERE device_id = $1 RETURNING *",
+                )
+                .bind(device_id)
+                .bind(firmware_id)
+                .fetch_optional(pool)
+                .await
+                .map(|row| row.map(DeviceRecord::from))
+            })
         })
         .await
     }
 
     /// Every pinned device and its firmware.
     pub async fn pins(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        sqlx::query_as("SELECT device_id, pinned_firmware_id FROM devices WHERE pinned_firmware_id IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await
+        on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT device_id, pinned_firmware_id FROM devices WHERE pinned_firmware_id IS NOT NULL")
+                .fetch_all(pool)
+                .await
+        })
     }
 
     /// The highest anti-rollback counter a device has reported.
     pub async fn device_secure_version(&self, device_id: &str) -> Result<Option<u32>, sqlx::Error> {
-        let stored = sqlx::query_scalar::<_, Option<i64>>("SELECT secure_version FROM devices WHERE device_id = $1")
-            .bind(device_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .flatten();
-        Ok(stored.and_then(|n| u32::try_from(n).ok()))
+        on_db!(&self.db, pool => {
+            let stored = sqlx::query_scalar::<_, Option<i64>>("SELECT secure_version FROM devices WHERE device_id = $1")
+                .bind(device_id)
+                .fetch_optional(pool)
+                .await?
+                .flatten();
+            Ok(stored.and_then(|n| u32::try_from(n).ok()))
+        })
     }
 
     /// The version a device last reported running.
     pub async fn device_version(&self, device_id: &str) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar::<_, Option<String>>("SELECT current_version FROM devices WHERE device_id = $1")
-            .bind(device_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map(Option::flatten)
+        on_db!(&self.db, pool => {
+            sqlx::query_scalar::<_, Option<String>>("SELECT current_version FROM devices WHERE device_id = $1")
+                .bind(device_id)
+                .fetch_optional(pool)
+                .await
+                .map(Option::flatten)
+        })
     }
 }
 
@@ -307,7 +332,8 @@ impl Store {
 ///
 /// One read of the open attempts per batch (through the partial index of
 /// open rows, which stays small), and a write only for those that settle.
-async fn settle_attempts(tx: &mut sqlx::SqliteConnection, sightings: &[Sighting]) -> Result<(), sqlx::Error> {
+async fn settle_attempts(conn: super::Conn<'_>, sightings: &[Sighting]) -> Result<(), sqlx::Error> {
+    on_conn!(conn, tx => {
     type Open = (i64, String, Option<String>, String, String, DateTime<Utc>);
     let open: Vec<Open> = sqlx::query_as(
         "SELECT id, device_id, from_version, to_version, status, updated_at FROM device_ota_log \
@@ -367,16 +393,17 @@ async fn settle_attempts(tx: &mut sqlx::SqliteConnection, sightings: &[Sighting]
         }
     }
     Ok(())
+    })
 }
 
 /// Records a device's status report in the inventory; on `success` it now
 /// runs the firmware's version.
-pub(super) async fn reported<'e>(
-    db: impl sqlx::SqliteExecutor<'e>,
+pub(super) async fn reported(
+    conn: impl Into<super::Conn<'_>>,
     report: super::logs::DeviceReport<'_>,
 ) -> Result<(), sqlx::Error> {
     // A failure's message stays until a success clears it.
-    sqlx::query(
+    on_conn!(conn.into(), db =>     sqlx::query(
         "INSERT INTO devices (device_id, device_type, current_version, last_status, last_error, first_seen, last_seen) \
          VALUES ($1, $2, $3, $4, $6, $5, $5) \
          ON CONFLICT (device_id) DO UPDATE SET last_status = excluded.last_status, \
@@ -393,5 +420,5 @@ pub(super) async fn reported<'e>(
     .bind(report.error_message)
     .execute(db)
     .await
-    .map(|_| ())
+    .map(|_| ()))
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use ota_core::wire::Group;
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{FromRow, QueryBuilder};
 
 use super::Store;
 use super::devices::DeviceQuery;
@@ -41,36 +41,42 @@ pub enum Members {
 impl Store {
     /// Creates a group; a unique violation when the name is taken.
     pub async fn create_group(&self, name: &str, description: Option<&str>) -> Result<Group, sqlx::Error> {
-        let now = Utc::now();
-        sqlx::query("INSERT INTO device_groups (name, description, created_at, updated_at) VALUES ($1, $2, $3, $3)")
-            .bind(name)
-            .bind(description)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        self.group(name).await?.ok_or(sqlx::Error::RowNotFound)
+        on_db!(&self.db, pool => {
+            let now = Utc::now();
+            sqlx::query("INSERT INTO device_groups (name, description, created_at, updated_at) VALUES ($1, $2, $3, $3)")
+                .bind(name)
+                .bind(description)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            self.group(name).await?.ok_or(sqlx::Error::RowNotFound)
+        })
     }
 
     pub async fn group(&self, name: &str) -> Result<Option<Group>, sqlx::Error> {
-        sqlx::query_as::<_, GroupRow>(sqlx::AssertSqlSafe(format!("{SELECT_GROUP} WHERE g.name = $1")))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map(|row| row.map(Group::from))
+        on_db!(&self.db, pool => {
+            sqlx::query_as::<_, GroupRow>(sqlx::AssertSqlSafe(format!("{SELECT_GROUP} WHERE g.name = $1")))
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map(|row| row.map(Group::from))
+        })
     }
 
     pub async fn list_groups(&self, limit: i64, offset: i64) -> Result<(Vec<Group>, i64), sqlx::Error> {
-        let total = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM device_groups")
-            .fetch_one(&self.pool)
+        on_db!(&self.db, pool => {
+            let total = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM device_groups")
+                .fetch_one(pool)
+                .await?;
+            let rows = sqlx::query_as::<_, GroupRow>(sqlx::AssertSqlSafe(format!(
+                "{SELECT_GROUP} ORDER BY g.name LIMIT $1 OFFSET $2"
+            )))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
             .await?;
-        let rows = sqlx::query_as::<_, GroupRow>(sqlx::AssertSqlSafe(format!(
-            "{SELECT_GROUP} ORDER BY g.name LIMIT $1 OFFSET $2"
-        )))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok((rows.into_iter().map(Group::from).collect(), total))
+            Ok((rows.into_iter().map(Group::from).collect(), total))
+        })
     }
 
     pub async fn set_group_description(
@@ -78,54 +84,60 @@ impl Store {
         name: &str,
         description: Option<&str>,
     ) -> Result<Option<Group>, sqlx::Error> {
-        let changed = sqlx::query("UPDATE device_groups SET description = $2, updated_at = $3 WHERE name = $1")
-            .bind(name)
-            .bind(description)
-            .bind(Utc::now())
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        if changed == 0 {
-            return Ok(None);
-        }
-        self.group(name).await
+        on_db!(&self.db, pool => {
+            let changed = sqlx::query("UPDATE device_groups SET description = $2, updated_at = $3 WHERE name = $1")
+                .bind(name)
+                .bind(description)
+                .bind(Utc::now())
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if changed == 0 {
+                return Ok(None);
+            }
+            self.group(name).await
+        })
     }
 
     /// Deletes a group and its memberships.
     pub async fn delete_group(&self, name: &str) -> Result<bool, sqlx::Error> {
         let name = name.to_owned();
-        self.write_firmware(move |pool| async move {
-            sqlx::query("DELETE FROM device_groups WHERE name = $1")
-                .bind(name)
-                .execute(&pool)
-                .await
-                .map(|done| done.rows_affected() > 0)
+        self.write_firmware(move |db| async move {
+            on_db!(&db, pool => {
+                sqlx::query("DELETE FROM device_groups WHERE name = $1")
+                    .bind(name)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected() > 0)
+            })
         })
         .await
     }
 
     /// What targets a group, if anything: a firmware or a rollout that is not over.
     pub async fn group_in_use(&self, name: &str) -> Result<Option<String>, sqlx::Error> {
-        let firmware: Vec<(i64, String, String)> =
-            sqlx::query_as("SELECT id, version, target_groups FROM firmware WHERE target_groups <> '[]'")
-                .fetch_all(&self.pool)
-                .await?;
-        let targets = |json: &str| serde_json::from_str::<Vec<String>>(json).unwrap_or_default();
-        if let Some((id, version, _)) = firmware
-            .iter()
-            .find(|(_, _, json)| targets(json).iter().any(|g| g == name))
-        {
-            return Ok(Some(format!("firmware {id} ({version})")));
-        }
-        let rollouts: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, target_groups FROM rollouts WHERE target_groups <> '[]' AND state NOT IN ('aborted', 'completed')",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rollouts
-            .iter()
-            .find(|(_, json)| targets(json).iter().any(|g| g == name))
-            .map(|(id, _)| format!("rollout {id}")))
+        on_db!(&self.db, pool => {
+            let firmware: Vec<(i64, String, String)> =
+                sqlx::query_as("SELECT id, version, target_groups FROM firmware WHERE target_groups <> '[]'")
+                    .fetch_all(pool)
+                    .await?;
+            let targets = |json: &str| serde_json::from_str::<Vec<String>>(json).unwrap_or_default();
+            if let Some((id, version, _)) = firmware
+                .iter()
+                .find(|(_, _, json)| targets(json).iter().any(|g| g == name))
+            {
+                return Ok(Some(format!("firmware {id} ({version})")));
+            }
+            let rollouts: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, target_groups FROM rollouts WHERE target_groups <> '[]' AND state NOT IN ('aborted', 'completed')",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rollouts
+                .iter()
+                .find(|(_, json)| targets(json).iter().any(|g| g == name))
+                .map(|(id, _)| format!("rollout {id}")))
+        })
     }
 
     /// Adds devices to a group; returns how many were not members yet.
@@ -140,7 +152,7 @@ impl Store {
 
     async fn change_members(&self, name: &str, members: Members, add: bool) -> Result<Option<i64>, sqlx::Error> {
         let name = name.to_owned();
-        self.write_firmware(move |pool| async move {
+        self.write_firmware(move |db| async move { on_db!(&db, pool => {
             let mut tx = pool.begin().await?;
             let Some(group_id) = sqlx::query_scalar::<_, i64>("SELECT id FROM device_groups WHERE name = $1")
                 .bind(&name)
@@ -170,7 +182,7 @@ impl Store {
                     }
                 }
                 Members::Matching(filter) => {
-                    let mut query = QueryBuilder::<Sqlite>::new("");
+                    let mut query = QueryBuilder::<DB>::new("");
                     if add {
                         query
                             .push("INSERT INTO device_group_members (group_id, device_id, added_at) SELECT ")
@@ -198,32 +210,38 @@ impl Store {
                 .await?;
             tx.commit().await?;
             Ok(Some(changed as i64))
-        })
+        }) })
         .await
     }
 
     /// The names of the groups a device is in.
     pub async fn groups_of(&self, device_id: &str) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT g.name FROM device_groups g JOIN device_group_members m ON m.group_id = g.id \
-             WHERE m.device_id = $1 ORDER BY g.name",
-        )
-        .bind(device_id)
-        .fetch_all(&self.pool)
-        .await
+        on_db!(&self.db, pool => {
+            sqlx::query_scalar(
+                "SELECT g.name FROM device_groups g JOIN device_group_members m ON m.group_id = g.id \
+                 WHERE m.device_id = $1 ORDER BY g.name",
+            )
+            .bind(device_id)
+            .fetch_all(pool)
+            .await
+        })
     }
 
     /// Every group's name and id.
     pub async fn group_ids(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        sqlx::query_as("SELECT name, id FROM device_groups")
-            .fetch_all(&self.pool)
-            .await
+        on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT name, id FROM device_groups")
+                .fetch_all(pool)
+                .await
+        })
     }
 
     /// Every membership: device id and group id.
     pub async fn memberships(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        sqlx::query_as("SELECT device_id, group_id FROM device_group_members")
-            .fetch_all(&self.pool)
-            .await
+        on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT device_id, group_id FROM device_group_members")
+                .fetch_all(pool)
+                .await
+        })
     }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use ota_core::OtaStatus;
 use ota_core::rollout::{Arm, FailureReason};
 use ota_core::wire::OtaLog;
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{FromRow, QueryBuilder};
 
 use super::Store;
 
@@ -95,7 +95,14 @@ pub struct LogFilter {
 }
 
 impl LogFilter {
-    fn push_where(&self, query: &mut QueryBuilder<Sqlite>) {
+    fn push_where<DB>(&self, query: &mut QueryBuilder<DB>)
+    where
+        DB: sqlx::Database,
+        String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        &'static str: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        DateTime<Utc>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
         query.push(" WHERE TRUE");
         if let Some(device_id) = &self.device_id {
             query.push(" AND device_id = ").push_bind(device_id.clone());
@@ -139,10 +146,10 @@ pub struct DeviceReport<'a> {
     pub error_message: Option<&'a str>,
 }
 
-async fn insert<'e>(db: impl sqlx::SqliteExecutor<'e>, new: &NewLog<'_>) -> Result<OtaLog, sqlx::Error> {
+async fn insert(conn: impl Into<super::Conn<'_>>, new: &NewLog<'_>) -> Result<OtaLog, sqlx::Error> {
     let now = Utc::now();
     let completed_at = new.status.is_final().then_some(now);
-    let row = sqlx::query_as::<_, LogRow>(
+    let row = on_conn!(conn.into(), db => sqlx::query_as::<_, LogRow>(
         "INSERT INTO device_ota_log (device_id, firmware_id, from_version, to_version, status, progress, \
              error_message, started_at, updated_at, completed_at, failure_reason, rollout_id, rollout_stage, rollout_arm) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13) RETURNING *",
@@ -161,12 +168,12 @@ async fn insert<'e>(db: impl sqlx::SqliteExecutor<'e>, new: &NewLog<'_>) -> Resu
     .bind(new.rollout.map(|r| r.stage as i64))
     .bind(new.rollout.map(|r| r.arm.as_str()))
     .fetch_one(db)
-    .await?;
+    .await)?;
     OtaLog::try_from(row)
 }
 
-async fn advance<'e>(
-    db: impl sqlx::SqliteExecutor<'e>,
+async fn advance(
+    conn: impl Into<super::Conn<'_>>,
     id: i64,
     from: OtaStatus,
     to: OtaStatus,
@@ -175,7 +182,7 @@ async fn advance<'e>(
 ) -> Result<Option<OtaLog>, sqlx::Error> {
     let now = Utc::now();
     let completed_at = to.is_final().then_some(now);
-    let row = sqlx::query_as::<_, LogRow>(
+    let row = on_conn!(conn.into(), db => sqlx::query_as::<_, LogRow>(
         "UPDATE device_ota_log SET status = $1, progress = COALESCE($2, progress), \
          error_message = COALESCE($3, error_message), updated_at = $4, completed_at = $5, \
          failure_reason = $8 \
@@ -190,7 +197,7 @@ async fn advance<'e>(
     .bind(from.as_str())
     .bind(failure_reason(to, error_message))
     .fetch_optional(db)
-    .await?;
+    .await)?;
     into_log(row)
 }
 
@@ -198,7 +205,10 @@ impl Store {
     /// Inserts an attempt. Fails with a unique violation when the device
     /// already has an open attempt at this firmware.
     pub async fn insert_log(&self, new: &NewLog<'_>) -> Result<OtaLog, sqlx::Error> {
-        insert(&self.pool, new).await
+        on_db!(&self.db, pool => {
+            let mut conn = pool.acquire().await?;
+            insert(&mut *conn, new).await
+        })
     }
 
     /// Applies a status report: the attempt's write and the device's
@@ -209,47 +219,53 @@ impl Store {
         write: &LogWrite<'_>,
         device: DeviceReport<'_>,
     ) -> Result<Option<OtaLog>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let log = match write {
-            LogWrite::Open(new) => Some(insert(&mut *tx, new).await?),
-            LogWrite::Advance {
-                id,
-                from,
-                to,
-                progress,
-                error_message,
-            } => advance(&mut *tx, *id, *from, *to, *progress, *error_message).await?,
-        };
-        if log.is_some() {
-            super::devices::reported(&mut *tx, device).await?;
-            tx.commit().await?;
-        }
-        Ok(log)
+        on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let log = match write {
+                LogWrite::Open(new) => Some(insert(&mut *tx, new).await?),
+                LogWrite::Advance {
+                    id,
+                    from,
+                    to,
+                    progress,
+                    error_message,
+                } => advance(&mut *tx, *id, *from, *to, *progress, *error_message).await?,
+            };
+            if log.is_some() {
+                super::devices::reported(&mut *tx, device).await?;
+                tx.commit().await?;
+            }
+            Ok(log)
+        })
     }
 
     /// The open (not final) attempt of a device at a firmware.
     pub async fn open_log(&self, device_id: &str, firmware_id: i64) -> Result<Option<OtaLog>, sqlx::Error> {
-        let row = sqlx::query_as::<_, LogRow>(
-            "SELECT * FROM device_ota_log WHERE device_id = $1 AND firmware_id = $2 \
-             AND status IN ('pending', 'downloading', 'installing')",
-        )
-        .bind(device_id)
-        .bind(firmware_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        into_log(row)
+        on_db!(&self.db, pool => {
+            let row = sqlx::query_as::<_, LogRow>(
+                "SELECT * FROM device_ota_log WHERE device_id = $1 AND firmware_id = $2 \
+                 AND status IN ('pending', 'downloading', 'installing')",
+            )
+            .bind(device_id)
+            .bind(firmware_id)
+            .fetch_optional(pool)
+            .await?;
+            into_log(row)
+        })
     }
 
     /// The latest attempt of a device at a firmware, open or not.
     pub async fn latest_log(&self, device_id: &str, firmware_id: i64) -> Result<Option<OtaLog>, sqlx::Error> {
-        let row = sqlx::query_as::<_, LogRow>(
-            "SELECT * FROM device_ota_log WHERE device_id = $1 AND firmware_id = $2 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(device_id)
-        .bind(firmware_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        into_log(row)
+        on_db!(&self.db, pool => {
+            let row = sqlx::query_as::<_, LogRow>(
+                "SELECT * FROM device_ota_log WHERE device_id = $1 AND firmware_id = $2 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(device_id)
+            .bind(firmware_id)
+            .fetch_optional(pool)
+            .await?;
+            into_log(row)
+        })
     }
 
     /// The firmware a device rolled back from: never offered to it again.
@@ -257,24 +273,28 @@ impl Store {
     /// confirm itself, as the ESP-IDF client reports it) is not the
     /// firmware's verdict: that firmware is offered again.
     pub async fn rolled_back_firmware(&self, device_id: &str) -> Result<Vec<i64>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT DISTINCT firmware_id FROM device_ota_log WHERE device_id = $1 AND failure_reason = 'rollback' \
-             AND COALESCE(error_message, '') NOT LIKE '%could not reach the server%'",
-        )
-        .bind(device_id)
-        .fetch_all(&self.pool)
-        .await
+        on_db!(&self.db, pool => {
+            sqlx::query_scalar(
+                "SELECT DISTINCT firmware_id FROM device_ota_log WHERE device_id = $1 AND failure_reason = 'rollback' \
+                 AND lower(COALESCE(error_message, '')) NOT LIKE '%could not reach the server%'",
+            )
+            .bind(device_id)
+            .fetch_all(pool)
+            .await
+        })
     }
 
     /// A device's latest attempts, newest first.
     pub async fn device_history(&self, device_id: &str, limit: i64) -> Result<Vec<OtaLog>, sqlx::Error> {
-        let rows =
-            sqlx::query_as::<_, LogRow>("SELECT * FROM device_ota_log WHERE device_id = $1 ORDER BY id DESC LIMIT $2")
-                .bind(device_id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter().map(OtaLog::try_from).collect()
+        on_db!(&self.db, pool => {
+            let rows =
+                sqlx::query_as::<_, LogRow>("SELECT * FROM device_ota_log WHERE device_id = $1 ORDER BY id DESC LIMIT $2")
+                    .bind(device_id)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+            rows.into_iter().map(OtaLog::try_from).collect()
+        })
     }
 
     /// A page of attempts, newest first, and how many match in all.
@@ -284,18 +304,20 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<OtaLog>, i64), sqlx::Error> {
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM device_ota_log");
-        filter.push_where(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        on_db!(&self.db, pool => {
+            let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM device_ota_log");
+            filter.push_where(&mut count);
+            let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
 
-        let mut page = QueryBuilder::<Sqlite>::new("SELECT * FROM device_ota_log");
-        filter.push_where(&mut page);
-        page.push(" ORDER BY started_at DESC, id DESC LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = page.build_query_as::<LogRow>().fetch_all(&self.pool).await?;
-        let items = rows.into_iter().map(OtaLog::try_from).collect::<Result<_, _>>()?;
-        Ok((items, total))
+            let mut page = QueryBuilder::<DB>::new("SELECT * FROM device_ota_log");
+            filter.push_where(&mut page);
+            page.push(" ORDER BY started_at DESC, id DESC LIMIT ")
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+            let rows = page.build_query_as::<LogRow>().fetch_all(pool).await?;
+            let items = rows.into_iter().map(OtaLog::try_from).collect::<Result<_, _>>()?;
+            Ok((items, total))
+        })
     }
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use ota_core::rollout::{Arm, Counts, FailureReason, Policy, RolloutState};
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{FromRow, QueryBuilder};
 
 use super::Store;
 use super::audit::{self, Change};
@@ -143,7 +143,7 @@ impl Store {
     /// Creates a rollout and claims its firmware; a unique violation when
     /// one of them is in another rollout that is not over.
     pub async fn insert_rollout(&self, new: NewRollout, change: Change) -> Result<RolloutRecord, sqlx::Error> {
-        self.write_firmware(move |pool| async move {
+        self.write_firmware(move |db| async move { on_db!(&db, pool => {
             let mut tx = pool.begin().await?;
             let now = Utc::now();
             let row = sqlx::query_as::<_, RolloutRow>(
@@ -180,25 +180,29 @@ impl Store {
             audit::record(&mut *tx, &change).await?;
             tx.commit().await?;
             Ok(record)
-        })
+        }) })
         .await
     }
 
     /// The rollout that is not over holding a firmware, if any.
     pub async fn rollout_holding(&self, firmware_id: i64) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar("SELECT rollout_id FROM rollout_firmware WHERE firmware_id = $1")
-            .bind(firmware_id)
-            .fetch_optional(&self.pool)
-            .await
+        on_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT rollout_id FROM rollout_firmware WHERE firmware_id = $1")
+                .bind(firmware_id)
+                .fetch_optional(pool)
+                .await
+        })
     }
 
     pub async fn rollout(&self, id: i64) -> Result<Option<RolloutRecord>, sqlx::Error> {
-        sqlx::query_as::<_, RolloutRow>("SELECT * FROM rollouts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(RolloutRecord::try_from)
-            .transpose()
+        on_db!(&self.db, pool => {
+            sqlx::query_as::<_, RolloutRow>("SELECT * FROM rollouts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+                .map(RolloutRecord::try_from)
+                .transpose()
+        })
     }
 
     /// A page of rollouts, newest first, and how many match.
@@ -208,56 +212,62 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<RolloutRecord>, i64), sqlx::Error> {
-        let push_where = |query: &mut QueryBuilder<Sqlite>| {
-            query.push(" WHERE TRUE");
-            if let Some(state) = filter.state {
-                query.push(" AND state = ").push_bind(state.as_str());
-            }
-            if let Some(device_type) = &filter.device_type {
-                query.push(" AND device_type = ").push_bind(device_type.clone());
-            }
-            if let Some(firmware_id) = filter.firmware_id {
-                query
-                    .push(" AND (firmware_id = ")
-                    .push_bind(firmware_id)
-                    .push(" OR variant_firmware_id = ")
-                    .push_bind(firmware_id)
-                    .push(")");
-            }
-        };
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM rollouts");
-        push_where(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-        let mut page = QueryBuilder::<Sqlite>::new("SELECT * FROM rollouts");
-        push_where(&mut page);
-        page.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = page.build_query_as::<RolloutRow>().fetch_all(&self.pool).await?;
-        let items = rows
-            .into_iter()
-            .map(RolloutRecord::try_from)
-            .collect::<Result<_, _>>()?;
-        Ok((items, total))
+        on_db!(&self.db, pool => {
+            let push_where = |query: &mut QueryBuilder<DB>| {
+                query.push(" WHERE TRUE");
+                if let Some(state) = filter.state {
+                    query.push(" AND state = ").push_bind(state.as_str());
+                }
+                if let Some(device_type) = &filter.device_type {
+                    query.push(" AND device_type = ").push_bind(device_type.clone());
+                }
+                if let Some(firmware_id) = filter.firmware_id {
+                    query
+                        .push(" AND (firmware_id = ")
+                        .push_bind(firmware_id)
+                        .push(" OR variant_firmware_id = ")
+                        .push_bind(firmware_id)
+                        .push(")");
+                }
+            };
+            let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM rollouts");
+            push_where(&mut count);
+            let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+            let mut page = QueryBuilder::<DB>::new("SELECT * FROM rollouts");
+            push_where(&mut page);
+            page.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+            let rows = page.build_query_as::<RolloutRow>().fetch_all(pool).await?;
+            let items = rows
+                .into_iter()
+                .map(RolloutRecord::try_from)
+                .collect::<Result<_, _>>()?;
+            Ok((items, total))
+        })
     }
 
     /// Every rollout, oldest first (for the catalogue: the latest rollout
     /// of a firmware decides who is offered it).
     pub async fn all_rollouts(&self) -> Result<Vec<RolloutRecord>, sqlx::Error> {
-        sqlx::query_as::<_, RolloutRow>("SELECT * FROM rollouts ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(RolloutRecord::try_from)
-            .collect()
+        on_db!(&self.db, pool => {
+            sqlx::query_as::<_, RolloutRow>("SELECT * FROM rollouts ORDER BY id")
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(RolloutRecord::try_from)
+                .collect()
+        })
     }
 
     /// The ids of the running rollouts.
     pub async fn running_rollouts(&self) -> Result<Vec<i64>, sqlx::Error> {
-        sqlx::query_scalar("SELECT id FROM rollouts WHERE state = 'running' ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
+        on_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT id FROM rollouts WHERE state = 'running' ORDER BY id")
+                .fetch_all(pool)
+                .await
+        })
     }
 
     /// Moves a rollout, if it is still in `change.from`, and records who
@@ -268,36 +278,38 @@ impl Store {
         change: StateChange,
         audit: Change,
     ) -> Result<Option<RolloutRecord>, sqlx::Error> {
-        self.write_firmware(move |pool| async move {
-            let mut tx = pool.begin().await?;
-            let now = Utc::now();
-            let ((from_state, from_stage), (to_state, to_stage)) = (change.from, change.to);
-            let row = sqlx::query_as::<_, RolloutRow>(
-                "UPDATE rollouts SET state = $1, stage = $2, state_reason = $3, updated_at = $4, \
-                 stage_started_at = CASE WHEN stage = $2 THEN stage_started_at ELSE $4 END \
-                 WHERE id = $5 AND state = $6 AND stage = $7 RETURNING *",
-            )
-            .bind(to_state.as_str())
-            .bind(to_stage as i64)
-            .bind(&change.reason)
-            .bind(now)
-            .bind(id)
-            .bind(from_state.as_str())
-            .bind(from_stage as i64)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            if to_state.is_final() {
-                sqlx::query("DELETE FROM rollout_firmware WHERE rollout_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            audit::record(&mut *tx, &audit).await?;
-            tx.commit().await?;
-            RolloutRecord::try_from(row).map(Some)
+        self.write_firmware(move |db| async move {
+            on_db!(&db, pool => {
+                let mut tx = pool.begin().await?;
+                let now = Utc::now();
+                let ((from_state, from_stage), (to_state, to_stage)) = (change.from, change.to);
+                let row = sqlx::query_as::<_, RolloutRow>(
+                    "UPDATE rollouts SET state = $1, stage = $2, state_reason = $3, updated_at = $4, \
+                     stage_started_at = CASE WHEN stage = $2 THEN stage_started_at ELSE $4 END \
+                     WHERE id = $5 AND state = $6 AND stage = $7 RETURNING *",
+                )
+                .bind(to_state.as_str())
+                .bind(to_stage as i64)
+                .bind(&change.reason)
+                .bind(now)
+                .bind(id)
+                .bind(from_state.as_str())
+                .bind(from_stage as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                if to_state.is_final() {
+                    sqlx::query("DELETE FROM rollout_firmware WHERE rollout_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                audit::record(&mut *tx, &audit).await?;
+                tx.commit().await?;
+                RolloutRecord::try_from(row).map(Some)
+            })
         })
         .await
     }
@@ -305,38 +317,40 @@ impl Store {
     /// How the devices of a rollout fared, per stage and arm, each device
     /// counted once by its latest attempt; failures also per reason.
     pub async fn rollout_tallies(&self, id: i64) -> Result<Vec<Tally>, sqlx::Error> {
-        /// Stage, arm, status, failure reason, devices.
-        type Row = (Option<i64>, Option<String>, String, Option<String>, i64);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT l.rollout_stage, l.rollout_arm, l.status, l.failure_reason, COUNT(*) FROM device_ota_log l \
-             JOIN (SELECT MAX(id) AS id FROM device_ota_log WHERE rollout_id = $1 GROUP BY device_id) latest \
-             ON latest.id = l.id GROUP BY 1, 2, 3, 4",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(stage, arm, status, reason, n)| {
-                let n = u64::try_from(n).unwrap_or_default();
-                let reason = reason.and_then(|r| r.parse::<FailureReason>().ok());
-                let mut counts = Counts {
-                    offered: n,
-                    ..Counts::default()
-                };
-                match status.as_str() {
-                    "success" => counts.succeeded = n,
-                    "failed" if reason == Some(FailureReason::Rollback) => counts.rolled_back = n,
-                    "failed" => counts.failed = n,
-                    _ => counts.in_progress = n,
-                }
-                Tally {
-                    stage: stage.and_then(|s| usize::try_from(s).ok()).unwrap_or_default(),
-                    arm: arm.and_then(|a| a.parse().ok()).unwrap_or(Arm::A),
-                    counts,
-                    reason: (status == "failed").then(|| (reason.unwrap_or(FailureReason::Other), n)),
-                }
-            })
-            .collect())
+        on_db!(&self.db, pool => {
+            /// Stage, arm, status, failure reason, devices.
+            type Row = (Option<i64>, Option<String>, String, Option<String>, i64);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT l.rollout_stage, l.rollout_arm, l.status, l.failure_reason, COUNT(*) FROM device_ota_log l \
+                 JOIN (SELECT MAX(id) AS id FROM device_ota_log WHERE rollout_id = $1 GROUP BY device_id) latest \
+                 ON latest.id = l.id GROUP BY 1, 2, 3, 4",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(stage, arm, status, reason, n)| {
+                    let n = u64::try_from(n).unwrap_or_default();
+                    let reason = reason.and_then(|r| r.parse::<FailureReason>().ok());
+                    let mut counts = Counts {
+                        offered: n,
+                        ..Counts::default()
+                    };
+                    match status.as_str() {
+                        "success" => counts.succeeded = n,
+                        "failed" if reason == Some(FailureReason::Rollback) => counts.rolled_back = n,
+                        "failed" => counts.failed = n,
+                        _ => counts.in_progress = n,
+                    }
+                    Tally {
+                        stage: stage.and_then(|s| usize::try_from(s).ok()).unwrap_or_default(),
+                        arm: arm.and_then(|a| a.parse().ok()).unwrap_or(Arm::A),
+                        counts,
+                        reason: (status == "failed").then(|| (reason.unwrap_or(FailureReason::Other), n)),
+                    }
+                })
+                .collect())
+        })
     }
 }

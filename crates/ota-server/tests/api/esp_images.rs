@@ -455,12 +455,12 @@ async fn switching_a_raw_type_to_esp_app_adopts_stored_files_that_are_fitting_im
     assert_eq!(app.firmware(id).await["image_format"], "raw");
     // As a server from before this release stored it: no metadata at all.
     let mut legacy = app.lock_the_database().await;
-    sqlx::query("UPDATE firmware SET image_info = NULL, secure_version = NULL, chip = NULL WHERE id = $1")
-        .bind(id)
-        .execute(&mut legacy)
-        .await
-        .unwrap();
-    sqlx::query("COMMIT").execute(&mut legacy).await.unwrap();
+    legacy
+        .execute(&format!(
+            "UPDATE firmware SET image_info = NULL, secure_version = NULL, chip = NULL WHERE id = {id}"
+        ))
+        .await;
+    legacy.execute("COMMIT").await;
     drop(legacy);
     assert_eq!(app.firmware(id).await["image"], Value::Null);
 

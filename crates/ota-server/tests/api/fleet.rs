@@ -212,18 +212,14 @@ fn other_type_token(device_id: &str) -> String {
 
 /// Moves a device's `last_seen` back, as if it had been silent for `days`.
 async fn silent_for(app: &TestApp, device_id: &str, days: i64) {
-    use sqlx::Connection;
-    let path = app.data_dir.path().join("ota.db");
-    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    let done = sqlx::query("UPDATE devices SET last_seen = $1 WHERE device_id = $2")
-        .bind(chrono::Utc::now() - chrono::Duration::days(days))
-        .bind(device_id)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(done.rows_affected(), 1);
+    let at = sql_timestamp(chrono::Utc::now() - chrono::Duration::days(days));
+    let mut db = app.other_connection().await;
+    let done = db
+        .execute(&format!(
+            "UPDATE devices SET last_seen = {at} WHERE device_id = '{device_id}'"
+        ))
+        .await;
+    assert_eq!(done, 1);
 }
 
 // ---------------------------------------------------------------------------

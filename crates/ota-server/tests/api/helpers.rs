@@ -23,6 +23,8 @@ pub struct TestApp {
     pub state: ota_server::state::AppState,
     pub client: reqwest::Client,
     pub data_dir: TempDir,
+    /// The database the server uses.
+    pub database_url: String,
     /// The server stops when this is dropped, with the test.
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -61,7 +63,12 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     init_test_logging();
     let data_dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(&data_dir);
+    settings.database_url = test_database().await;
     configure(&mut settings);
+    let database_url = settings
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.path().join("ota.db").display()));
     let app = Application::build(settings).await.expect("the test server starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let metrics_address = app.metrics_addr().map(|addr| format!("http://{addr}"));
@@ -77,8 +84,75 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         state,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         data_dir,
+        database_url,
         _shutdown: tx,
     }
+}
+
+/// Whether the tests run on PostgreSQL (`OTA_TEST_DATABASE_URL` set).
+pub fn on_postgres() -> bool {
+    std::env::var_os("OTA_TEST_DATABASE_URL").is_some()
+}
+
+/// A fresh database for one test server: `None` (SQLite in the test's data
+/// dir) unless `OTA_TEST_DATABASE_URL` names a PostgreSQL database, made
+/// for this run by `scripts/test.sh`; then a new schema of it, of this
+/// test's own. The run's database is dropped after the run, and with it
+/// every test's schema.
+pub async fn test_database() -> Option<String> {
+    use sqlx::Connection;
+    let base = std::env::var("OTA_TEST_DATABASE_URL").ok()?;
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("OTA_TEST_DATABASE_URL: the test database answers");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{separator}options[search_path]={schema}"))
+}
+
+/// A second connection to a test server's database, as another process or
+/// another instance would hold it.
+pub enum OtherConnection {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl OtherConnection {
+    pub async fn open(database_url: &str) -> Self {
+        use sqlx::Connection;
+        if database_url.starts_with("postgres") {
+            OtherConnection::Postgres(sqlx::PgConnection::connect(database_url).await.unwrap())
+        } else {
+            OtherConnection::Sqlite(sqlx::SqliteConnection::connect(database_url).await.unwrap())
+        }
+    }
+
+    /// The one number a query answers (a count).
+    pub async fn count(&mut self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            OtherConnection::Sqlite(c) => sqlx::query_scalar(sql).fetch_one(c).await.unwrap(),
+            OtherConnection::Postgres(c) => sqlx::query_scalar(sql).fetch_one(c).await.unwrap(),
+        }
+    }
+
+    /// Runs one statement; the number of rows it touched.
+    pub async fn execute(&mut self, sql: &str) -> u64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            OtherConnection::Sqlite(c) => sqlx::query(sql).execute(c).await.unwrap().rows_affected(),
+            OtherConnection::Postgres(c) => sqlx::query(sql).execute(c).await.unwrap().rows_affected(),
+        }
+    }
+}
+
+/// A timestamp as SQL text both backends read as the server writes it.
+pub fn sql_timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("'{}'", at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
 }
 
 /// Creates each device type as `raw` unless it exists (straight through the
@@ -193,15 +267,32 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    /// Holds SQLite's write lock from a second connection, as another process could.
-    pub async fn lock_the_database(&self) -> sqlx::SqliteConnection {
-        use sqlx::Connection;
-        let path = self.data_dir.path().join("ota.db");
-        let mut other_writer = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut other_writer).await.unwrap();
+    /// Holds the database's write lock from a second connection, as another
+    /// process could: SQLite's one writer lock; on PostgreSQL, locks that
+    /// let reads through and stop every write to the tables. End it with
+    /// `ROLLBACK` or `COMMIT`.
+    pub async fn lock_the_database(&self) -> OtherConnection {
+        let mut other_writer = self.other_connection().await;
+        match other_writer {
+            OtherConnection::Sqlite(_) => {
+                other_writer.execute("BEGIN IMMEDIATE").await;
+            }
+            OtherConnection::Postgres(_) => {
+                other_writer.execute("BEGIN").await;
+                other_writer
+                    .execute(
+                        "LOCK TABLE firmware, device_types, devices, device_ota_log, firmware_download, \
+                         device_groups, device_group_members, rollouts, rollout_firmware, audit_log IN EXCLUSIVE MODE",
+                    )
+                    .await;
+            }
+        }
         other_writer
+    }
+
+    /// A second connection to the server's database.
+    pub async fn other_connection(&self) -> OtherConnection {
+        OtherConnection::open(&self.database_url).await
     }
 
     pub fn firmware_dir(&self) -> std::path::PathBuf {

@@ -75,7 +75,7 @@ async fn an_upload_that_stalls_is_closed_and_leaves_nothing() {
 #[tokio::test]
 async fn a_handler_slower_than_the_idle_timeout_still_answers() {
     let app = spawn_app_with(|s| s.idle_timeout = 1).await;
-    let publishing = app.state.publish_lock().lock().await;
+    let publishing = app.state.lock_publication().await.unwrap();
     let build = Build::stable("1.1.0");
     let upload = app.upload(DEVICE_TYPE, &build);
     let release = async {
@@ -96,7 +96,7 @@ async fn a_handler_slower_than_the_idle_timeout_still_answers() {
 async fn a_connection_is_closed_when_idle_after_a_slow_handler() {
     let app = spawn_app_with(|s| s.idle_timeout = 1).await;
     let address = app.address.trim_start_matches("http://").to_owned();
-    let publishing = app.state.publish_lock().lock().await;
+    let publishing = app.state.lock_publication().await.unwrap();
     let boundary = "slowhandlerboundary";
     let body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"device_type\"\r\n\r\n{DEVICE_TYPE}\r\n\

@@ -13,6 +13,7 @@ mod esp_images;
 mod fleet;
 mod helpers;
 mod idle;
+mod instances;
 mod logs;
 mod ops;
 mod process;

@@ -321,6 +321,10 @@ async fn the_readme_documents_every_setting() {
 
 #[tokio::test]
 async fn the_database_runs_in_wal_mode() {
+    if on_postgres() {
+        eprintln!("SQLite's write-ahead log: nothing to check on PostgreSQL");
+        return;
+    }
     let app = spawn_app().await;
 
     app.publish(Build::stable("1.1.0")).await;
@@ -342,7 +346,7 @@ async fn a_locked_database_answers_503_to_writes_and_recovers_by_itself() {
     assert!(while_locked.headers().contains_key("retry-after"));
     assert_problem(while_locked, StatusCode::SERVICE_UNAVAILABLE).await;
 
-    sqlx::query("ROLLBACK").execute(&mut other_writer).await.unwrap();
+    other_writer.execute("ROLLBACK").await;
     assert_eq!(app.check_as("tab5-0001", "1.0.0").await["version"], "1.1.0");
 }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     address: String,
     log: Arc<Mutex<String>>,
@@ -21,7 +21,7 @@ struct ServerProcess {
 impl ServerProcess {
     /// Starts `ota-server serve` with these environment variables and waits
     /// until it logs the address it serves on.
-    fn start(data_dir: &std::path::Path, envs: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(data_dir: &std::path::Path, envs: &[(&str, &str)]) -> Self {
         Self::start_with_args(data_dir, &[], envs)
     }
 
@@ -72,7 +72,7 @@ impl ServerProcess {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
 
@@ -106,7 +106,7 @@ impl ServerProcess {
     }
 
     /// Creates the test device type as `raw`, with the test admin token.
-    async fn create_device_type(&self) {
+    pub(crate) async fn create_device_type(&self) {
         let response = reqwest::Client::new()
             .post(self.url("/api/ota/admin/device-types"))
             .bearer_auth(ADMIN_TOKEN)
@@ -148,7 +148,7 @@ impl ServerProcess {
         (bytes, download)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 }

@@ -265,7 +265,7 @@ async fn update_device_type(
 
     // Uploads and registrations hold this lock while they write a record:
     // none can slip in between the check of the firmware and the change.
-    let _publishing = state.publish_lock().lock().await;
+    let _publishing = state.lock_publication().await?;
     let store = state.store();
     let current = store.device_type(&name).await?.ok_or_else(|| no_device_type(&name))?;
     let values = apply(&current, &patch)?;

@@ -134,7 +134,7 @@ async fn register_firmware(
         ..NewRecord::default()
     };
 
-    let _publishing = state.publish_lock().lock().await;
+    let _publishing = state.lock_publication().await?;
     let known = known_device_type(&state, &device_type).await?;
     let blobs = state.blobs();
     let binary_path = Blobs::relative_path(&device_type, &filename);
@@ -356,7 +356,7 @@ async fn update_firmware(
     let before = state.store().firmware(id).await?.ok_or_else(|| no_firmware(id))?;
     // Under the publication lock: a device type's rules cannot change
     // between the check of a reactivated build and its reactivation.
-    let _publishing = state.publish_lock().lock().await;
+    let _publishing = state.lock_publication().await?;
     if changes.is_active == Some(true) {
         ensure_still_fits(&state, id).await?;
     }

@@ -173,7 +173,7 @@ async fn upload(
 
     // Under the lock, so that a device type's rules cannot change between
     // the check and the publication.
-    let _publishing = state.publish_lock().lock().await;
+    let _publishing = state.lock_publication().await?;
     let known = known_device_type(&state, &device_type).await?;
     let checked = check_file(&known, file.image.clone(), file.size, version, override_version)?;
     let version = checked.version;
