@@ -22,7 +22,7 @@ use crate::secrets::{self, SecretKind};
 use crate::state::{self, AppState};
 use crate::store::Store;
 use crate::tokens::DeviceTokenIssuer;
-use crate::{http, telemetry};
+use crate::{http, retention, telemetry};
 
 pub struct Application {
     listener: TcpListener,
@@ -30,6 +30,7 @@ pub struct Application {
     state: AppState,
     inventory_writer: InventoryWriter,
     rollout_driver: RolloutDriver,
+    retention: retention::Sweeper,
 }
 
 impl Application {
@@ -83,6 +84,14 @@ impl Application {
         let openapi_json = http::openapi().to_json().context("rendering the OpenAPI document")?;
         let (inventory, inventory_writer) = Inventory::start(store.clone());
         let (rollouts, rollout_driver) = Rollouts::start(store.clone(), Duration::from_secs(settings.rollout_interval));
+        let retention = retention::Sweeper::start(
+            store.clone(),
+            retention::Policy {
+                days: settings.log_retention_days,
+                per_device: settings.log_retention_per_device,
+            },
+            Duration::from_secs(settings.retention_interval),
+        );
         let admin_tokens = auth::named_admin_tokens(admin_token, settings.admin_tokens.as_ref())?;
         let state = AppState::new(state::Parts {
             settings,
@@ -103,6 +112,7 @@ impl Application {
             state,
             inventory_writer,
             rollout_driver,
+            retention,
         })
     }
 
@@ -133,6 +143,7 @@ impl Application {
             state,
             inventory_writer,
             rollout_driver,
+            retention,
         } = self;
         let local_addr = listener.local_addr().context("reading the listener's address")?;
         let settings = state.settings().clone();
@@ -171,6 +182,7 @@ impl Application {
             server.abort();
         }
         rollout_driver.finish(CLOSE_WAIT).await;
+        retention.finish(CLOSE_WAIT).await;
         inventory_writer.finish(CLOSE_WAIT).await;
         if tokio::time::timeout(CLOSE_WAIT, state.store().close()).await.is_err() {
             tracing::warn!("the database did not close in time");

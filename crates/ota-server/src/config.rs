@@ -158,6 +158,12 @@ settings! {
     /// Seconds between the rollout driver's looks at running rollouts (it
     /// also looks at once when one of their attempts ends).
     rollout_interval: u64 = 10,
+    /// Days a finished attempt's log row is kept (0: for ever).
+    log_retention_days: u64 = 0,
+    /// Finished attempts kept per device, newest first (0: all).
+    log_retention_per_device: u64 = 0,
+    /// Seconds between the retention sweeps.
+    retention_interval: u64 = 3600,
     /// HS256 secret for device tokens (default: generated into the data dir).
     device_jwt_secret: Option<Secret> = None,
     /// PEM public key (or a path to one) for RS256/ES256/EdDSA device tokens;
@@ -241,6 +247,9 @@ impl Settings {
         within("idle_timeout", self.idle_timeout, 1..=MAX_SECONDS)?;
         within("shutdown_timeout", self.shutdown_timeout, 0..=MAX_SECONDS)?;
         within("rollout_interval", self.rollout_interval, 1..=MAX_SECONDS)?;
+        within("retention_interval", self.retention_interval, 1..=MAX_SECONDS)?;
+        within("log_retention_days", self.log_retention_days, 0..=36_500)?;
+        within("log_retention_per_device", self.log_retention_per_device, 0..=i64::MAX as u64)?;
         within("max_upload_bytes", self.max_upload_bytes, 1..=MAX_UPLOAD)?;
         within("blob_cache_bytes", self.blob_cache_bytes, 0..=MAX_UPLOAD)?;
         if let Some(url) = &self.public_url

@@ -13,6 +13,7 @@ pub mod http;
 pub mod inventory;
 pub mod net;
 pub mod ratelimit;
+pub mod retention;
 pub mod rollouts;
 pub mod secrets;
 pub mod serve;

@@ -284,6 +284,40 @@ impl Store {
         })
     }
 
+    /// Deletes up to `batch` finished attempts that retention lets go:
+    /// completed before `older_than`, or beyond the newest
+    /// `keep_per_device` attempts of their device. Never an open attempt, a
+    /// rollback (it keeps that firmware from the device for good), or an
+    /// attempt of a rollout that is not over (its progress counts it).
+    /// Returns how many rows went.
+    pub async fn prune_logs(
+        &self,
+        older_than: Option<DateTime<Utc>>,
+        keep_per_device: Option<i64>,
+        batch: i64,
+    ) -> Result<u64, sqlx::Error> {
+        on_db!(&self.db, pool => sqlx::query(
+            "DELETE FROM device_ota_log WHERE id IN ( \
+               SELECT id FROM ( \
+                 SELECT id, status, failure_reason, completed_at, rollout_id, \
+                        ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY id DESC) AS newer_or_this \
+                 FROM device_ota_log \
+               ) AS ranked \
+               WHERE status IN ('success', 'failed') \
+                 AND COALESCE(failure_reason, '') <> 'rollback' \
+                 AND (rollout_id IS NULL OR rollout_id NOT IN \
+                      (SELECT id FROM rollouts WHERE state IN ('running', 'paused', 'halted'))) \
+                 AND ((completed_at < $1) OR (newer_or_this > $2)) \
+               ORDER BY id LIMIT $3)",
+        )
+        .bind(older_than)
+        .bind(keep_per_device)
+        .bind(batch)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+    }
+
     /// A device's latest attempts, newest first.
     pub async fn device_history(&self, device_id: &str, limit: i64) -> Result<Vec<OtaLog>, sqlx::Error> {
         on_db!(&self.db, pool => {

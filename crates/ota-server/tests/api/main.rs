@@ -17,5 +17,6 @@ mod instances;
 mod logs;
 mod ops;
 mod process;
+mod retention;
 mod status;
 mod upload;
