@@ -60,9 +60,21 @@ async fn healthz() -> axum::Json<Health> {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> {
-    if let Err(e) = state.store().ping().await {
-        tracing::warn!(error = %e, "not ready: database");
-        return Err(ApiError::Unavailable("the database is not reachable".into()));
+    // A load balancer wants its answer quickly: a database that takes
+    // longer than this is as good as gone.
+    match tokio::time::timeout(READY_WITHIN, state.store().ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: database");
+            return Err(ApiError::Unavailable("the database is not reachable".into()));
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the database did not answer in time");
+            return Err(ApiError::Unavailable(format!(
+                "the database did not answer within {} s",
+                READY_WITHIN.as_secs()
+            )));
+        }
     }
     if let Err(e) = state.blobs().check_ready().await {
         tracing::warn!(error = format!("{e:#}"), "not ready: storage");
@@ -103,3 +115,6 @@ async fn openapi_json(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// How long readiness waits for the database.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);

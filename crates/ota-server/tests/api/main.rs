@@ -16,6 +16,7 @@ mod idle;
 mod instances;
 mod logs;
 mod ops;
+mod outage;
 mod process;
 mod retention;
 mod status;
