@@ -503,8 +503,11 @@ async fn a_device_that_checks_in_running_the_new_version_succeeded() {
     // It rebooted into the new image and never said "success".
     assert_eq!(offered(&app, "quiet-1", "1.1.0").await, None);
 
-    let device = wait_device(&app, "quiet-1", |d| d["history"][0]["status"] == "success").await;
-    assert_eq!(device["last_status"], "success");
+    // The row and the history are two reads: wait for the commit to show in both.
+    let device = wait_device(&app, "quiet-1", |d| {
+        d["history"][0]["status"] == "success" && d["last_status"] == "success"
+    })
+    .await;
     assert_eq!(device["current_version"], "1.1.0");
     assert_eq!(device["history"][0]["firmware_id"], firmware);
     assert!(device["history"][0]["completed_at"].is_string(), "{device}");
@@ -521,7 +524,10 @@ async fn a_device_that_checks_in_running_its_old_version_after_installing_rolled
     // The bootloader went back to 1.0.0.
     app.check_as("back-1", "1.0.0").await;
 
-    let device = wait_device(&app, "back-1", |d| d["history"][0]["status"] == "failed").await;
+    let device = wait_device(&app, "back-1", |d| {
+        d["history"][0]["status"] == "failed" && d["last_status"] == "failed"
+    })
+    .await;
     let attempt = &device["history"][0];
     assert_eq!(attempt["failure_reason"], "rollback", "{attempt}");
     assert!(
