@@ -48,7 +48,8 @@ pub struct Offer {
     pub build_number: Option<i64>,
     pub file_size: i64,
     pub file_hash: String,
-    /// A signed link that works without a bearer token until it expires.
+    /// A signed link that works without a bearer token until it expires; or,
+    /// when the server has a CDN base URL, the firmware's unsigned CDN URL.
     pub download_url: String,
     pub release_notes: Option<String>,
     pub is_mandatory: bool,

@@ -7,13 +7,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use ota_core::LinkSigner;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, DeviceTokenVerifier};
-use crate::blobs::Blobs;
+use crate::blobs::{Blobs, StorageLocation};
 use crate::config::Settings;
 use crate::inventory::{Inventory, InventoryWriter};
 use crate::net::IdleTimeoutListener;
@@ -67,8 +67,12 @@ impl Application {
             None => Store::open_file(&settings.data_dir.join("ota.db")).await?,
         };
         tracing::info!(database = %store.describe(), "database ready");
-        let blobs = Blobs::open(storage_root(&settings)?).await?;
-        tracing::info!(storage = %blobs.root().display(), "firmware storage ready");
+        let blobs = Blobs::open(StorageLocation::parse(
+            settings.storage_url.as_deref(),
+            &settings.data_dir,
+        )?)
+        .await?;
+        tracing::info!(storage = %blobs.describe(), "firmware storage ready");
 
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -202,19 +206,6 @@ async fn keep_metrics_tidy(state: AppState) {
     loop {
         every.tick().await;
         state.metrics().run_upkeep();
-    }
-}
-
-fn storage_root(settings: &Settings) -> anyhow::Result<std::path::PathBuf> {
-    match settings.storage_url.as_deref() {
-        None => Ok(settings.data_dir.join("firmware")),
-        Some(url) if url.starts_with("file://") => Ok(url.trim_start_matches("file://").into()),
-        Some(url) if url.contains("://") => {
-            bail!(
-                "OTA_STORAGE_URL '{url}': this build stores firmware on the local file system only (file:// or a path)"
-            )
-        }
-        Some(path) => Ok(path.into()),
     }
 }
 

@@ -1,55 +1,92 @@
-//! Firmware bytes on the local file system, under `<root>/<device_type>/<file>`.
+//! Firmware bytes, under `<device_type>/<file>`: in a local folder by
+//! default ([`local`]), or in an S3-compatible bucket when `OTA_STORAGE_URL`
+//! is `s3://bucket/prefix` ([`s3`]).
 //!
-//! An upload is written to `<root>/.incoming/<random>.part` while its SHA-256
-//! is computed, flushed to disk, and renamed into place only when complete.
-//! A temporary file is removed when its upload is dropped unfinished (a
-//! cut-off request cancels the handler), and any left by a crash are removed
-//! at start. Nothing half-written is ever visible under its final name.
+//! Either way an upload streams to a temporary name while its SHA-256 is
+//! computed, and appears under its final name only when complete (an atomic
+//! rename of an `fsync`ed file; a completed multipart upload copied into
+//! place). An upload that is cut off, refused or fails leaves nothing under
+//! a final name.
 //!
 //! The same pass parses the bytes as an ESP-IDF app image
 //! ([`ota_core::esp::ImageParser`]), so checking an upload never reads the
 //! file twice; the parser's running SHA-256 is the file's hash, so the bytes
 //! are not hashed twice either.
 
-use std::io::SeekFrom;
+mod local;
+pub mod s3;
+
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
 use ota_core::esp::{EspImage, ImageError, ImageParser};
 use ota_core::{DeviceType, FileName, Sha256Hex};
-use sha2::{Digest, Sha256};
-use tokio::fs::File;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
 
+use self::s3::BucketUrl;
+
+/// Temporaries (uploads being written, readiness probes) live under this
+/// folder or key prefix; no device type can be named so.
 const INCOMING: &str = ".incoming";
 const READ_CHUNK: usize = 64 * 1024;
 
-/// The firmware folder.
+/// Where firmware bytes live, from `OTA_STORAGE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageLocation {
+    /// `file:///path`, a plain path, or nothing (`<data_dir>/firmware`).
+    Folder(PathBuf),
+    /// `s3://bucket/prefix`.
+    Bucket(BucketUrl),
+}
+
+impl StorageLocation {
+    pub fn parse(storage_url: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
+        match storage_url {
+            None => Ok(Self::Folder(data_dir.join("firmware"))),
+            Some(url) if url.starts_with("file://") => Ok(Self::Folder(url.trim_start_matches("file://").into())),
+            Some(url) if url.starts_with("s3://") => Ok(Self::Bucket(BucketUrl::parse(url)?)),
+            Some(url) if url.contains("://") => {
+                anyhow::bail!(
+                    "OTA_STORAGE_URL '{url}': firmware is stored in a folder (file:// or a path) or an S3-compatible bucket (s3://bucket/prefix)"
+                )
+            }
+            Some(path) => Ok(Self::Folder(path.into())),
+        }
+    }
+}
+
+/// The firmware store.
 #[derive(Debug, Clone)]
 pub struct Blobs {
-    root: PathBuf,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Local(local::Folder),
+    S3(s3::Bucket),
 }
 
 impl Blobs {
-    /// Opens (creating) the folder and clears what a crash left in `.incoming`.
-    pub async fn open(root: PathBuf) -> anyhow::Result<Self> {
-        let incoming = root.join(INCOMING);
-        tokio::fs::create_dir_all(&incoming)
-            .await
-            .with_context(|| format!("creating {}", incoming.display()))?;
-        let mut leftovers = tokio::fs::read_dir(&incoming).await?;
-        while let Some(entry) = leftovers.next_entry().await? {
-            tracing::warn!(path = %entry.path().display(), "removing an unfinished upload");
-            tokio::fs::remove_file(entry.path()).await.ok();
-        }
-        Ok(Self { root })
+    /// Opens the store. A folder is created, and what a crash left in its
+    /// `.incoming` removed; a bucket is not contacted (see [`s3::Bucket::open`]).
+    pub async fn open(location: StorageLocation) -> anyhow::Result<Self> {
+        let backend = match location {
+            StorageLocation::Folder(root) => Backend::Local(local::Folder::open(root).await?),
+            StorageLocation::Bucket(url) => Backend::S3(s3::Bucket::open(url)?),
+        };
+        Ok(Self { backend })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The folder or the bucket and prefix, for logs.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Local(folder) => folder.root().display().to_string(),
+            Backend::S3(bucket) => bucket.url().to_string(),
+        }
     }
 
     /// `<device_type>/<file>`, as stored in `binary_path`.
@@ -57,69 +94,50 @@ impl Blobs {
         format!("{device_type}/{file}")
     }
 
-    fn path_of(&self, device_type: &DeviceType, file: &FileName) -> PathBuf {
-        self.root.join(device_type.as_str()).join(file.as_str())
-    }
-
     /// Starts writing an upload under a temporary name.
     pub async fn begin_upload(&self) -> anyhow::Result<Upload> {
-        let name = format!("{}.part", uuid::Uuid::new_v4());
-        let path = self.root.join(INCOMING).join(name);
-        let file = File::create_new(&path)
-            .await
-            .with_context(|| format!("creating {}", path.display()))?;
+        let sink = match &self.backend {
+            Backend::Local(folder) => Sink::Local(folder.begin_upload().await?),
+            Backend::S3(bucket) => Sink::S3(bucket.begin_upload().await?),
+        };
         Ok(Upload {
-            temp: TempPath(Some(path)),
-            writer: BufWriter::with_capacity(256 * 1024, file),
+            sink,
             parser: ImageParser::new(),
         })
     }
 
-    /// Moves a finished upload to its final name, replacing any file there.
+    /// Moves a finished upload to its final name, replacing any file there
+    /// (the caller makes sure no record owns it).
     pub async fn publish(
         &self,
         upload: FinishedUpload,
         device_type: &DeviceType,
         file: &FileName,
     ) -> anyhow::Result<()> {
-        let dir = self.root.join(device_type.as_str());
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let target = self.path_of(device_type, file);
-        let mut temp = upload.temp;
-        let source = temp.0.take().expect("a finished upload has its file");
-        if let Err(e) = tokio::fs::rename(&source, &target).await {
-            tokio::fs::remove_file(&source).await.ok();
-            return Err(e).with_context(|| format!("moving the upload to {}", target.display()));
+        let binary_path = Self::relative_path(device_type, file);
+        match (&self.backend, upload.staged) {
+            (Backend::Local(folder), Staged::Local(staged)) => folder.publish(staged, &binary_path).await,
+            (Backend::S3(bucket), Staged::S3(staged)) => bucket.publish(staged, &binary_path).await,
+            _ => anyhow::bail!("an upload was published to another store than it was written to"),
         }
-        sync_dir(&dir).await
     }
 
     /// The size of a stored file, or `None` when there is none.
     pub async fn size_of(&self, device_type: &DeviceType, file: &FileName) -> anyhow::Result<Option<u64>> {
-        match tokio::fs::metadata(self.path_of(device_type, file)).await {
-            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).context("reading a firmware file's size"),
+        let binary_path = Self::relative_path(device_type, file);
+        match &self.backend {
+            Backend::Local(folder) => folder.size_of(&binary_path).await,
+            Backend::S3(bucket) => bucket.size_of(&binary_path).await,
         }
     }
 
     /// SHA-256, size and image parse of a stored file, in one read.
     pub async fn inspect(&self, device_type: &DeviceType, file: &FileName) -> anyhow::Result<Inspected> {
-        let path = self.path_of(device_type, file);
-        let mut reader = File::open(&path)
-            .await
-            .with_context(|| format!("opening {}", path.display()))?;
+        let binary_path = Self::relative_path(device_type, file);
+        let mut stream = self.read_range(&binary_path, 0, u64::MAX).await?;
         let mut parser = ImageParser::new();
-        let mut buffer = vec![0u8; READ_CHUNK];
-        loop {
-            let n = reader.read(&mut buffer).await.context("reading a firmware file")?;
-            if n == 0 {
-                break;
-            }
-            parser.feed(&buffer[..n]);
+        while let Some(chunk) = stream.next().await {
+            parser.feed(&chunk.context("reading a firmware file")?);
         }
         let size = parser.len();
         let (image, sha256) = parser.finish_with_sha256();
@@ -130,75 +148,43 @@ impl Blobs {
         })
     }
 
-    /// `len` bytes from `start` of the file at `binary_path`, as a stream.
+    /// `len` bytes from `start` of the file at `binary_path`, as a stream
+    /// (fewer when the file ends first).
     pub async fn read_range(
         &self,
         binary_path: &str,
         start: u64,
         len: u64,
     ) -> anyhow::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
-        let path = self.root.join(binary_path);
-        let mut file = File::open(&path)
-            .await
-            .with_context(|| format!("opening {}", path.display()))?;
-        if start > 0 {
-            file.seek(SeekFrom::Start(start))
-                .await
-                .context("seeking in a firmware file")?;
-        }
-        Ok(ReaderStream::with_capacity(file.take(len), READ_CHUNK))
+        let stream: BoxStream<'static, std::io::Result<Bytes>> = match &self.backend {
+            Backend::Local(folder) => folder.read_range(binary_path, start, len).await?,
+            Backend::S3(bucket) => bucket.read_range(binary_path, start, len).await?,
+        };
+        Ok(stream)
     }
 
     /// A whole stored file in memory, with its SHA-256.
     pub async fn read_whole(&self, binary_path: &str) -> anyhow::Result<(Bytes, Sha256Hex)> {
-        let path = self.root.join(binary_path);
-        // Reading and hashing megabytes would hold up an async worker.
-        tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let sha256 = Sha256Hex::from_digest(&Sha256::digest(&bytes).into());
-            Ok((Bytes::from(bytes), sha256))
-        })
-        .await
-        .context("reading a firmware file")?
+        match &self.backend {
+            Backend::Local(folder) => folder.read_whole(binary_path).await,
+            Backend::S3(bucket) => bucket.read_whole(binary_path).await,
+        }
     }
 
-    /// Whether the folder is there and writable.
+    /// Whether the store is there and takes writes.
     pub async fn check_ready(&self) -> anyhow::Result<()> {
-        let probe = self
-            .root
-            .join(INCOMING)
-            .join(format!("ready-{}.probe", uuid::Uuid::new_v4()));
-        tokio::fs::write(&probe, b"ok")
-            .await
-            .with_context(|| format!("writing to {}", self.root.display()))?;
-        tokio::fs::remove_file(&probe)
-            .await
-            .context("removing the readiness probe")?;
-        Ok(())
+        match &self.backend {
+            Backend::Local(folder) => folder.check_ready().await,
+            Backend::S3(bucket) => bucket.check_ready().await,
+        }
     }
-}
 
-async fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    let handle = File::open(dir)
-        .await
-        .with_context(|| format!("opening {}", dir.display()))?;
-    handle
-        .sync_all()
-        .await
-        .with_context(|| format!("syncing {}", dir.display()))
-}
-
-/// A temporary file that is removed when dropped, unless it was published.
-#[derive(Debug)]
-struct TempPath(Option<PathBuf>);
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take()
-            && let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove an unfinished upload");
+    /// A URL that lets its holder GET `binary_path` straight from the store
+    /// for `ttl`; `None` when the store is a folder.
+    pub async fn presigned_get(&self, binary_path: &str, ttl: Duration) -> anyhow::Result<Option<url::Url>> {
+        match &self.backend {
+            Backend::Local(_) => Ok(None),
+            Backend::S3(bucket) => bucket.presigned_get(binary_path, ttl).await.map(Some),
         }
     }
 }
@@ -211,11 +197,22 @@ pub struct Inspected {
     pub image: Result<EspImage, ImageError>,
 }
 
-/// An upload being written. Dropping it removes the temporary file.
+#[derive(Debug)]
+enum Sink {
+    Local(local::Sink),
+    S3(s3::Sink),
+}
+
+#[derive(Debug)]
+enum Staged {
+    Local(local::Staged),
+    S3(s3::Staged),
+}
+
+/// An upload being written. Dropping it removes what was written.
 #[derive(Debug)]
 pub struct Upload {
-    temp: TempPath,
-    writer: BufWriter<File>,
+    sink: Sink,
     /// Parses the bytes and hashes them (the file's SHA-256).
     parser: ImageParser,
 }
@@ -223,21 +220,26 @@ pub struct Upload {
 impl Upload {
     pub async fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
         self.parser.feed(chunk);
-        self.writer.write_all(chunk).await.context("writing an upload")
+        match &mut self.sink {
+            Sink::Local(sink) => sink.write(chunk).await,
+            Sink::S3(sink) => sink.write(chunk).await,
+        }
     }
 
     pub fn size(&self) -> u64 {
         self.parser.len()
     }
 
-    /// Flushes the bytes to disk and returns the digest.
-    pub async fn finish(mut self) -> anyhow::Result<FinishedUpload> {
-        self.writer.flush().await.context("flushing an upload")?;
-        self.writer.get_ref().sync_all().await.context("syncing an upload")?;
+    /// Makes the bytes durable under the temporary name and returns the digest.
+    pub async fn finish(self) -> anyhow::Result<FinishedUpload> {
+        let staged = match self.sink {
+            Sink::Local(sink) => Staged::Local(sink.finish().await?),
+            Sink::S3(sink) => Staged::S3(sink.finish().await?),
+        };
         let size = self.parser.len();
         let (image, sha256) = self.parser.finish_with_sha256();
         Ok(FinishedUpload {
-            temp: self.temp,
+            staged,
             sha256: Sha256Hex::from_digest(&sha256),
             size,
             image,
@@ -245,10 +247,11 @@ impl Upload {
     }
 }
 
-/// An upload whose bytes are on disk under a temporary name.
+/// An upload whose bytes are stored under a temporary name. Dropping it
+/// removes them.
 #[derive(Debug)]
 pub struct FinishedUpload {
-    temp: TempPath,
+    staged: Staged,
     pub sha256: Sha256Hex,
     pub size: u64,
     /// The file parsed as an ESP app image (whether its device type wants one or not).
@@ -257,6 +260,8 @@ pub struct FinishedUpload {
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     async fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -278,7 +283,9 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_upload_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = Blobs::open(dir.path().to_path_buf()).await.unwrap();
+        let blobs = Blobs::open(StorageLocation::Folder(dir.path().to_path_buf()))
+            .await
+            .unwrap();
         let mut upload = blobs.begin_upload().await.unwrap();
         upload.write(b"partial").await.unwrap();
         drop(upload);
@@ -288,7 +295,9 @@ mod tests {
     #[tokio::test]
     async fn a_published_upload_is_visible_with_its_digest() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = Blobs::open(dir.path().to_path_buf()).await.unwrap();
+        let blobs = Blobs::open(StorageLocation::Folder(dir.path().to_path_buf()))
+            .await
+            .unwrap();
         let mut upload = blobs.begin_upload().await.unwrap();
         upload.write(b"hello ").await.unwrap();
         upload.write(b"world").await.unwrap();
@@ -312,7 +321,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(INCOMING)).unwrap();
         std::fs::write(dir.path().join(INCOMING).join("x.part"), b"half").unwrap();
-        Blobs::open(dir.path().to_path_buf()).await.unwrap();
+        Blobs::open(StorageLocation::Folder(dir.path().to_path_buf()))
+            .await
+            .unwrap();
         assert!(files_under(dir.path()).await.is_empty());
     }
 }

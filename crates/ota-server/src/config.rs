@@ -39,6 +39,30 @@ impl FromStr for Secret {
     }
 }
 
+/// How a download request is answered when the firmware is in a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadRedirect {
+    /// The server streams the bytes itself.
+    #[default]
+    None,
+    /// A GET is answered `302 Found` with a presigned URL of the object.
+    Presigned,
+}
+
+impl FromStr for DownloadRedirect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::None),
+            "presigned" => Ok(Self::Presigned),
+            other => Err(format!(
+                "'{other}' is not a download redirect: use 'none' or 'presigned'"
+            )),
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -119,7 +143,16 @@ macro_rules! env_value_via_from_str {
     )*};
 }
 
-env_value_via_from_str!(String, u64, u32, SocketAddr, PathBuf, Secret, LogFormat);
+env_value_via_from_str!(
+    String,
+    u64,
+    u32,
+    SocketAddr,
+    PathBuf,
+    Secret,
+    LogFormat,
+    DownloadRedirect
+);
 
 impl<T: EnvValue> EnvValue for Option<T> {
     fn from_env(raw: &str) -> Result<Self, String> {
@@ -142,8 +175,9 @@ settings! {
     data_dir: PathBuf = PathBuf::from("./data"),
     /// `sqlite://path` (default: `<data_dir>/ota.db`).
     database_url: Option<String> = None,
-    /// Where firmware bytes live (default: the folder `<data_dir>/firmware`);
-    /// `file:///path` or a plain path.
+    /// Where firmware bytes live (default: the folder `<data_dir>/firmware`):
+    /// `file:///path` or a plain path, or an S3-compatible bucket as
+    /// `s3://bucket/prefix` (credentials and endpoint from `AWS_*`).
     storage_url: Option<String> = None,
     /// Base of the download links handed to devices, e.g.
     /// `https://ota.example.com` (default: taken from the request's `Host`).
@@ -184,6 +218,13 @@ settings! {
     link_signing_key: Option<Secret> = None,
     /// Seconds a download link stays valid.
     download_url_ttl: u64 = 3600,
+    /// `none` (the server sends the bytes) or `presigned` (with S3 storage, a
+    /// GET of a download link is answered 302 with a presigned URL).
+    download_redirect: DownloadRedirect = DownloadRedirect::None,
+    /// Base URL of a CDN in front of the firmware store, e.g.
+    /// `https://cdn.example.com/firmware`: check answers link
+    /// `<base>/<binary_path>`, unsigned, instead of the download endpoint.
+    cdn_base_url: Option<String> = None,
     /// Largest firmware upload, in bytes.
     max_upload_bytes: u64 = 64 * 1024 * 1024,
     /// Bytes of firmware images kept in memory for downloads (0 = none);
@@ -249,7 +290,11 @@ impl Settings {
         within("rollout_interval", self.rollout_interval, 1..=MAX_SECONDS)?;
         within("retention_interval", self.retention_interval, 1..=MAX_SECONDS)?;
         within("log_retention_days", self.log_retention_days, 0..=36_500)?;
-        within("log_retention_per_device", self.log_retention_per_device, 0..=i64::MAX as u64)?;
+        within(
+            "log_retention_per_device",
+            self.log_retention_per_device,
+            0..=i64::MAX as u64,
+        )?;
         within("max_upload_bytes", self.max_upload_bytes, 1..=MAX_UPLOAD)?;
         within("blob_cache_bytes", self.blob_cache_bytes, 0..=MAX_UPLOAD)?;
         if let Some(url) = &self.public_url
@@ -257,8 +302,41 @@ impl Settings {
         {
             bail!("public_url must start with http:// or https://, got '{url}'");
         }
+        let on_s3 = self.storage_url.as_deref().is_some_and(|url| url.starts_with("s3://"));
+        if self.download_redirect == DownloadRedirect::Presigned && !on_s3 {
+            bail!("download_redirect 'presigned' needs firmware in a bucket: set storage_url to s3://bucket/prefix");
+        }
+        if on_s3 && self.max_upload_bytes > crate::blobs::s3::MAX_COPY_BYTES {
+            bail!(
+                "max_upload_bytes can be at most {} (5 GiB) with S3 storage, got {}",
+                crate::blobs::s3::MAX_COPY_BYTES,
+                self.max_upload_bytes
+            );
+        }
+        if let Some(base) = &self.cdn_base_url {
+            check_cdn_base_url(base)?;
+        }
         Ok(())
     }
+}
+
+/// An absolute http(s) URL with a host and nothing after its path.
+fn check_cdn_base_url(base: &str) -> anyhow::Result<()> {
+    let refuse = || {
+        anyhow::anyhow!(
+            "cdn_base_url must be an absolute http:// or https:// URL without ?query or #fragment, got '{base}'"
+        )
+    };
+    let url = url::Url::parse(base).map_err(|_| refuse())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none_or(str::is_empty)
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(refuse());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -372,5 +450,47 @@ mod tests {
         assert!(Settings::load(None, &env_of(&[("OTA_DOWNLOAD_URL_TTL", "9223372036854775807")])).is_err());
         assert!(Settings::load(None, &env_of(&[("OTA_PUBLIC_URL", "ftp://x")])).is_err());
         assert!(Settings::load(None, &env_of(&[("OTA_LOG_FORMAT", "xml")])).is_err());
+        assert!(Settings::load(None, &env_of(&[("OTA_DOWNLOAD_REDIRECT", "cdn")])).is_err());
+        for cdn in [
+            "cdn.example.com/firmware",
+            "ftp://cdn.example.com",
+            "https://cdn.example.com/f?x=1",
+            "https://",
+        ] {
+            assert!(
+                Settings::load(None, &env_of(&[("OTA_CDN_BASE_URL", cdn)])).is_err(),
+                "{cdn}"
+            );
+        }
+        assert!(
+            Settings::load(
+                None,
+                &env_of(&[("OTA_CDN_BASE_URL", "https://cdn.example.com/firmware")])
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn presigned_redirects_need_a_bucket() {
+        let error = Settings::load(None, &env_of(&[("OTA_DOWNLOAD_REDIRECT", "presigned")])).unwrap_err();
+        assert!(error.to_string().contains("s3://"), "{error}");
+        let on_s3 = env_of(&[
+            ("OTA_DOWNLOAD_REDIRECT", "presigned"),
+            ("OTA_STORAGE_URL", "s3://firmware/ota"),
+        ]);
+        assert_eq!(
+            Settings::load(None, &on_s3).unwrap().download_redirect,
+            DownloadRedirect::Presigned
+        );
+    }
+
+    #[test]
+    fn uploads_to_s3_are_at_most_5_gib() {
+        let too_large = env_of(&[
+            ("OTA_STORAGE_URL", "s3://firmware"),
+            ("OTA_MAX_UPLOAD_BYTES", "6000000000"),
+        ]);
+        assert!(Settings::load(None, &too_large).is_err());
     }
 }

@@ -27,7 +27,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// `current_version` (ties broken by `build_number`), whose `min_version` the
 /// device meets, that is stable (unless the channel admits pre-releases) and
 /// whose staged rollout includes this device. An offer opens a `pending` OTA
-/// log row; asking again returns the same row.
+/// log row; asking again returns the same row. Its `download_url` is a link
+/// to `GET /api/ota/download/{id}` signed for this device, or, with
+/// `OTA_CDN_BASE_URL`, the unsigned `<cdn base>/<binary_path>`.
 #[utoipa::path(
     post,
     path = "/api/ota/check",
@@ -152,13 +154,18 @@ async fn check(
     metrics::counter!("ota_offers_total", "device_type" => device_type.to_string()).increment(1);
     tracing::info!(firmware_id = firmware.id, version = %firmware.version, log_id = log.id, "offered an update");
 
-    let expires = chrono::Utc::now().timestamp() + state.settings().download_url_ttl as i64;
-    let query = state.links().query(firmware.id, Some(&device.device_id), expires);
-    let download_url = format!(
-        "{}/api/ota/download/{}?{query}",
-        public_base(&state, &headers),
-        firmware.id
-    );
+    let download_url = match &state.settings().cdn_base_url {
+        Some(cdn) => cdn_url(cdn, &firmware.binary_path),
+        None => {
+            let expires = chrono::Utc::now().timestamp() + state.settings().download_url_ttl as i64;
+            let query = state.links().query(firmware.id, Some(&device.device_id), expires);
+            format!(
+                "{}/api/ota/download/{}?{query}",
+                public_base(&state, &headers),
+                firmware.id
+            )
+        }
+    };
     let offer = CheckResponse::Offer(Offer {
         update_available: true,
         firmware_id: firmware.id,
@@ -229,6 +236,26 @@ async fn open_pending(
             .ok_or_else(|| ApiError::Conflict("the update attempt changed while it was being opened; retry".into())),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `<cdn base>/<binary_path>`: where a CDN in front of the firmware store
+/// serves the object. Not signed, and the same for every device, so that
+/// the CDN keeps one copy. Each path segment is percent-encoded beyond
+/// the unreserved characters (a version's `+` is `%2B`: S3 reads a bare
+/// `+` in a path as a space).
+fn cdn_url(base: &str, binary_path: &str) -> String {
+    let mut url = base.trim_end_matches('/').to_owned();
+    for segment in binary_path.split('/') {
+        url.push('/');
+        for byte in segment.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                url.push(char::from(byte));
+            } else {
+                url.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    url
 }
 
 /// The scheme and host download links start with: `OTA_PUBLIC_URL`, or the

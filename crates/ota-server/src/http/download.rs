@@ -4,6 +4,15 @@
 //! clamped (resuming ESP32s ask for one byte too many), `If-Range`,
 //! `If-None-Match`, `HEAD` with the full `Content-Length`, never compressed.
 //! The bytes behind an id never change, so every validator is stable.
+//!
+//! With `OTA_DOWNLOAD_REDIRECT=presigned` (S3 storage only), a GET that
+//! would send bytes is answered `302 Found` with a presigned URL of the
+//! object instead, once the link is verified and the download counted.
+//! What the store cannot answer as we would stays here: `HEAD` (a URL
+//! presigned for GET does not take HEAD), a matching `If-None-Match` (304)
+//! and an `If-Range` that no longer matches (the whole file, 200).
+
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -18,6 +27,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{DeviceAuth, Path, Query};
+use crate::config::DownloadRedirect;
 use crate::hot::HotError;
 use crate::state::AppState;
 
@@ -42,7 +52,12 @@ struct Downloader {
     device_id: Option<DeviceId>,
     /// Present when a bearer token was used; it may limit the device type.
     token: Option<DeviceAuth>,
+    /// When the signed link used expires (unix seconds).
+    link_expires: Option<i64>,
 }
+
+/// The longest a presigned URL may live (S3's limit: 7 days).
+const MAX_PRESIGNED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Downloads a firmware binary.
 ///
@@ -50,6 +65,11 @@ struct Downloader {
 /// by `check`. Supports `Range: bytes=a-b | a- | -n` (206; an end past the
 /// file is clamped; only a start past the end is 416), `If-Range`,
 /// `If-None-Match` (304) and `HEAD` (200 with the full Content-Length).
+///
+/// With `OTA_DOWNLOAD_REDIRECT=presigned`, a GET is answered 302 with an
+/// absolute presigned URL of the object in the bucket, valid as long as the
+/// link (or `OTA_DOWNLOAD_URL_TTL` with a device token); the Range is then
+/// applied by the store. HEAD, 304 and a failed If-Range are answered here.
 #[utoipa::path(
     method(get, head),
     path = "/api/ota/download/{firmware_id}",
@@ -61,6 +81,8 @@ struct Downloader {
          headers(("ETag" = String, description = "\"<sha256>\""), ("X-Firmware-SHA256" = String), ("Accept-Ranges" = String))),
         (status = 206, description = "The requested byte range", content_type = "application/octet-stream",
          headers(("Content-Range" = String))),
+        (status = 302, description = "With OTA_DOWNLOAD_REDIRECT=presigned: GET the object from the store instead",
+         headers(("Location" = String, description = "Absolute presigned URL of the object"), ("X-Firmware-SHA256" = String))),
         (status = 304, description = "If-None-Match matched"),
         (status = 401, description = "Neither a device token nor a signed link", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A bad or expired link, or another device type's firmware", body = Problem, content_type = "application/problem+json"),
@@ -118,7 +140,8 @@ async fn download(
     {
         return Ok(not_modified(&response_headers, size));
     }
-    let range = if method == Method::GET && if_range_allows(&headers, &etag, &last_modified) {
+    let range_allowed = if_range_allows(&headers, &etag, &last_modified);
+    let range = if method == Method::GET && range_allowed {
         headers
             .get(header::RANGE)
             .and_then(|v| v.to_str().ok())
@@ -147,6 +170,9 @@ async fn download(
     {
         count_download(&state, firmware.id, device_id).await;
     }
+    if state.settings().download_redirect == DownloadRedirect::Presigned && range_allowed {
+        return redirect_to_store(&state, firmware, &downloader).await;
+    }
     metrics::counter!("ota_download_bytes_total").increment(len);
     let body = match state.hot_images().image(state.blobs(), firmware).await {
         Ok(Some(image)) => Body::from(image.slice(start as usize..(start + len) as usize)),
@@ -169,6 +195,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, firmware_id: i64, link: &Lin
             Some(device) => Ok(Downloader {
                 device_id: Some(device.device_id.clone()),
                 token: Some(device),
+                link_expires: None,
             }),
             None => Err(ApiError::MissingCredentials(
                 "a device bearer token or a signed link (expires, sig) is required".into(),
@@ -190,7 +217,41 @@ fn authorize(state: &AppState, headers: &HeaderMap, firmware_id: i64, link: &Lin
         .links()
         .verify(firmware_id, device_id.as_ref(), expires, sig, now)
         .map_err(|e| ApiError::Forbidden(e.to_string()))?;
-    Ok(Downloader { device_id, token: None })
+    Ok(Downloader {
+        device_id,
+        token: None,
+        link_expires: Some(expires),
+    })
+}
+
+/// `302 Found` to a presigned URL of the firmware's object, valid for what
+/// is left of the link's lifetime (or `OTA_DOWNLOAD_URL_TTL`), at most 7 days.
+async fn redirect_to_store(state: &AppState, firmware: &Firmware, downloader: &Downloader) -> ApiResult<Response> {
+    let ttl = match downloader.link_expires {
+        Some(expires) => Duration::from_secs(
+            u64::try_from(expires - chrono::Utc::now().timestamp())
+                .unwrap_or(0)
+                .max(1),
+        ),
+        None => Duration::from_secs(state.settings().download_url_ttl),
+    }
+    .min(MAX_PRESIGNED_TTL);
+    let location = state
+        .blobs()
+        .presigned_get(&firmware.binary_path, ttl)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("presigned downloads need S3 storage")))?;
+    let location = HeaderValue::from_str(location.as_str())
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("a presigned URL is not a header value")))?;
+    metrics::counter!("ota_download_redirects_total").increment(1);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::LOCATION, location);
+    // A presigned URL is this requester's, and expires: nobody keeps it.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    if let Ok(sha256) = HeaderValue::from_str(&firmware.file_hash) {
+        headers.insert(header::HeaderName::from_static("x-firmware-sha256"), sha256);
+    }
+    Ok((StatusCode::FOUND, headers).into_response())
 }
 
 async fn count_download(state: &AppState, firmware_id: i64, device_id: &DeviceId) {

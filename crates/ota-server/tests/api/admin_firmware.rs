@@ -296,7 +296,11 @@ async fn delete_deactivates_and_keeps_the_binary_and_history() {
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.json::<Value>().await.unwrap()["is_active"], false);
-    assert!(app.firmware_dir().join("scales_bridge_tab5/v1.1.0.bin").exists());
+    assert!(
+        app.stored_objects()
+            .await
+            .contains(&"scales_bridge_tab5/v1.1.0.bin".to_owned())
+    );
     let inactive: Value = app
         .admin_get("/api/ota/admin/firmware?is_active=false")
         .await

@@ -450,7 +450,7 @@ async fn an_upload_for_an_unknown_device_type_is_422_and_stores_nothing() {
         detail.contains(r#"{"name":"unknown_product","image_format":"raw"}"#),
         "{detail}"
     );
-    assert!(files_under(&app.firmware_dir()).is_empty());
+    assert!(app.stored_objects().await.is_empty());
     let listed: Value = app.admin_get("/api/ota/admin/firmware").await.json().await.unwrap();
     assert_eq!(listed["total"], 0);
 }
@@ -459,9 +459,7 @@ async fn an_upload_for_an_unknown_device_type_is_422_and_stores_nothing() {
 async fn registering_for_an_unknown_device_type_is_422_and_creates_no_record() {
     let app = spawn_app().await;
     let bytes = firmware_bytes(2048, 3);
-    let folder = app.firmware_dir().join("unknown_product");
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("v1.0.0.bin"), &bytes).unwrap();
+    app.put_object("unknown_product/v1.0.0.bin", &bytes).await;
 
     let response = app
         .admin_post(

@@ -201,10 +201,10 @@ async fn images_streamed_from_disk_answer_ranges_the_same() {
 #[tokio::test]
 async fn a_file_damaged_on_disk_is_never_served_from_memory() {
     let (app, id, _) = app_with_firmware(10_000).await;
-    let stored = app.firmware_dir().join("scales_bridge_tab5/v1.1.0.bin");
-    let mut damaged = std::fs::read(&stored).unwrap();
+    let stored = "scales_bridge_tab5/v1.1.0.bin";
+    let mut damaged = app.stored_object(stored).await.unwrap();
     damaged[5000] ^= 0xff;
-    std::fs::write(&stored, &damaged).unwrap();
+    app.put_object(stored, &damaged).await;
 
     let response = app.download(id, &device_token("d")).await.send().await.unwrap();
 

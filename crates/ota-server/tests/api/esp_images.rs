@@ -48,9 +48,11 @@ async fn assert_refused(app: &TestApp, response: reqwest::Response, field: &str,
     assert_eq!(problem["field"], field, "{problem}");
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains(says), "'{says}' not in: {detail}");
-    let stored: Vec<_> = files_under(&app.firmware_dir())
+    let stored: Vec<_> = app
+        .stored_objects()
+        .await
         .into_iter()
-        .filter(|p| !p.to_string_lossy().contains(".incoming"))
+        .filter(|p| !p.starts_with(".incoming/"))
         .collect();
     assert!(stored.is_empty(), "a refused upload left {stored:?}");
     assert_eq!(admin_json(app, "/api/ota/admin/firmware").await["total"], 0);
@@ -236,13 +238,11 @@ async fn signed_images_are_accepted_with_their_signature_described() {
 async fn registering_a_stored_file_checks_it_the_same_way() {
     let app = spawn_app().await;
     tab5_checks_images(&app).await;
-    let dir = app.firmware_dir().join(DEVICE_TYPE);
-    std::fs::create_dir_all(&dir).unwrap();
     let good = tab5_build("1.4.0").image();
-    std::fs::write(dir.join("v1.4.0.bin"), &good).unwrap();
+    app.put_object(&format!("{DEVICE_TYPE}/v1.4.0.bin"), &good).await;
     let mut bad = good.clone();
     bad[5000] ^= 1;
-    std::fs::write(dir.join("v1.5.0.bin"), &bad).unwrap();
+    app.put_object(&format!("{DEVICE_TYPE}/v1.5.0.bin"), &bad).await;
 
     let refused = app
         .admin_post(

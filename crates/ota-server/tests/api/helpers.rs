@@ -42,7 +42,8 @@ fn init_test_logging() {
 }
 
 /// Settings for a test server: loopback port 0, a fresh data dir, known
-/// secrets, no rate limit.
+/// secrets, no rate limit; firmware in the data dir, or in a fresh prefix
+/// of the test bucket.
 pub fn test_settings(data_dir: &TempDir) -> Settings {
     Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -51,8 +52,23 @@ pub fn test_settings(data_dir: &TempDir) -> Settings {
         device_jwt_secret: Some(Secret::new(JWT_SECRET)),
         device_rate_limit: 0,
         shutdown_timeout: 5,
+        storage_url: storage_url_for_test(),
         ..Settings::default()
     }
+}
+
+/// `None` (the data dir's firmware folder) unless `OTA_TEST_STORAGE_URL`
+/// names a bucket (`s3://bucket`, made by `scripts/lib/s3.sh`'s `start_s3`);
+/// then a prefix of it that is this test's own.
+pub fn storage_url_for_test() -> Option<String> {
+    let bucket = std::env::var("OTA_TEST_STORAGE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())?;
+    Some(format!(
+        "{}/{}",
+        bucket.trim_end_matches('/'),
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -65,11 +65,8 @@ async fn an_upload_that_stalls_is_closed_and_leaves_nothing() {
 
     let answer = String::from_utf8_lossy(&answer.expect("the stalled upload's connection stayed open")).into_owned();
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer}");
-    assert!(
-        files_under(&app.firmware_dir()).is_empty(),
-        "{:?}",
-        files_under(&app.firmware_dir())
-    );
+    let stored = app.stored_objects().await;
+    assert!(stored.is_empty(), "{stored:?}");
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ impl Fleet {
     async fn new() -> Option<Self> {
         let database_url = test_database().await?;
         let storage_dir = tempfile::tempdir().unwrap();
-        let storage_url = match test_storage_url() {
+        let storage_url = match storage_url_for_test() {
             Some(url) => url,
             None => storage_dir.path().display().to_string(),
         };
@@ -58,16 +58,6 @@ impl Fleet {
         let envs: Vec<(&str, &str)> = envs.iter().map(|(n, v)| (*n, v.as_str())).collect();
         ServerProcess::start(data_dir, &envs)
     }
-}
-
-/// The test's own prefix of the bucket the second pass runs on, if any.
-fn test_storage_url() -> Option<String> {
-    let bucket = std::env::var("OTA_TEST_STORAGE_URL").ok()?;
-    Some(format!(
-        "{}/{}",
-        bucket.trim_end_matches('/'),
-        uuid::Uuid::new_v4().simple()
-    ))
 }
 
 fn leak(name: String) -> &'static str {

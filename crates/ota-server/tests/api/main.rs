@@ -1,6 +1,7 @@
 //! Black-box tests of `ota-server` over real HTTP: each test starts its own
 //! server on a random loopback port with its own temporary data dir (SQLite
-//! file and firmware folder).
+//! file and firmware folder), or, with `OTA_TEST_DATABASE_URL` and
+//! `OTA_TEST_STORAGE_URL`, its own PostgreSQL schema and bucket prefix.
 
 mod admin_firmware;
 mod auth;
@@ -19,5 +20,7 @@ mod ops;
 mod outage;
 mod process;
 mod retention;
+mod s3;
 mod status;
+mod storage;
 mod upload;

@@ -7,6 +7,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::*;
+use crate::storage::on_s3;
 
 #[tokio::test]
 async fn an_upload_is_stored_under_its_device_type_and_version() {
@@ -22,9 +23,11 @@ async fn an_upload_is_stored_under_its_device_type_and_version() {
     assert_eq!(body["file_size"], build.bytes.len());
     assert_eq!(body["file_hash"], sha256_hex(&build.bytes));
     assert!(body.get("firmware").is_none(), "not registered unless asked");
-    let stored = app.firmware_dir().join("scales_bridge_tab5/v1.1.0.bin");
-    assert_eq!(std::fs::read(&stored).unwrap(), build.bytes);
-    assert_eq!(files_under(&app.firmware_dir()), vec![stored]);
+    assert_eq!(
+        app.stored_object("scales_bridge_tab5/v1.1.0.bin").await,
+        Some(build.bytes.clone())
+    );
+    assert_eq!(app.stored_objects().await, ["scales_bridge_tab5/v1.1.0.bin"]);
 }
 
 #[tokio::test]
@@ -158,7 +161,7 @@ async fn an_empty_or_missing_file_or_version_is_422() {
         assert_problem(no_version, StatusCode::UNPROCESSABLE_ENTITY).await["field"],
         "version"
     );
-    assert!(files_under(&app.firmware_dir()).is_empty());
+    assert!(app.stored_objects().await.is_empty());
 }
 
 #[tokio::test]
@@ -176,7 +179,7 @@ async fn an_oversized_upload_is_413_and_leaves_nothing() {
         .await;
 
     assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
-    assert!(files_under(&app.firmware_dir()).is_empty());
+    assert!(app.stored_objects().await.is_empty());
     let exactly_max = app
         .upload(
             DEVICE_TYPE,
@@ -191,6 +194,12 @@ async fn an_oversized_upload_is_413_and_leaves_nothing() {
 
 #[tokio::test]
 async fn a_cut_off_upload_leaves_nothing_behind() {
+    // On S3 the upload in progress is a multipart upload, which no listing
+    // shows; tests/api/s3.rs cuts one off there.
+    if on_s3() {
+        eprintln!("skipped on S3: it watches the local .incoming folder");
+        return;
+    }
     let app = spawn_app().await;
     let address = app.address.trim_start_matches("http://").to_owned();
     let boundary = "cutoffboundary";
@@ -269,7 +278,7 @@ async fn an_unknown_form_field_is_422() {
         .await;
 
     assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert!(files_under(&app.firmware_dir()).is_empty());
+    assert!(app.stored_objects().await.is_empty());
 }
 
 #[tokio::test]
@@ -288,7 +297,7 @@ async fn a_registered_version_cannot_be_uploaded_again() {
         .await;
 
     assert_problem(again, StatusCode::CONFLICT).await;
-    let stored = std::fs::read(app.firmware_dir().join("scales_bridge_tab5/v1.1.0.bin")).unwrap();
+    let stored = app.stored_object("scales_bridge_tab5/v1.1.0.bin").await.unwrap();
     assert_eq!(
         sha256_hex(&stored),
         original["file_hash"].as_str().unwrap(),
@@ -308,7 +317,7 @@ async fn an_unregistered_upload_can_be_replaced() {
     let response = app.upload(DEVICE_TYPE, &replacement).await;
 
     assert_eq!(response.status(), StatusCode::CREATED);
-    let stored = std::fs::read(app.firmware_dir().join("scales_bridge_tab5/v1.1.0.bin")).unwrap();
+    let stored = app.stored_object("scales_bridge_tab5/v1.1.0.bin").await.unwrap();
     assert_eq!(stored, replacement.bytes);
 }
 

@@ -1,4 +1,4 @@
-//! `POST /api/ota/admin/upload`: a firmware binary, streamed to disk.
+//! `POST /api/ota/admin/upload`: a firmware binary, streamed to storage.
 
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
@@ -73,9 +73,10 @@ struct TextFields {
 
 /// Uploads a firmware binary.
 ///
-/// The file is streamed to disk while its SHA-256 is computed, under a
-/// temporary name, and renamed to `<device_type>/v<version>.bin` only when
-/// complete: a cut-off upload leaves nothing behind. With `register=true`
+/// The file is streamed to storage (the firmware folder, or the bucket as a
+/// multipart upload) while its SHA-256 is computed, under a temporary name,
+/// and moved to `<device_type>/v<version>.bin` only when complete: a
+/// cut-off upload leaves nothing behind. With `register=true`
 /// the firmware record is created as well (as `POST /api/ota/admin/firmware`
 /// would; `is_mandatory` and `rollout_percentage` are form fields too, so a
 /// new build can start at a small rollout). A file of a version that is already registered
@@ -247,7 +248,7 @@ async fn upload(
     ))
 }
 
-/// Streams the `file` field to a temporary file; over `max` bytes is 413.
+/// Streams the `file` field to a temporary name; over `max` bytes is 413.
 async fn receive_file(blobs: &Blobs, mut field: Field<'_>, max: u64) -> ApiResult<FinishedUpload> {
     let mut upload = blobs.begin_upload().await?;
     while let Some(chunk) = field.chunk().await.map_err(malformed)? {
