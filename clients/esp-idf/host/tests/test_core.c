@@ -322,6 +322,7 @@ typedef struct {
     char check_answer[1024];
     char last_status[512];   /* the last POST /api/ota/status body */
     int downloads;
+    char download_bearer[32]; /* the last download's bearer, "" for none */
     bool activated;
     uint8_t payload[100];    /* the offered image's bytes */
     struct {
@@ -360,6 +361,7 @@ static ota_err_t fake_download(void *ctx, const ota_download_t *d, uint64_t *wri
 {
     fake_t *f = ctx;
     f->downloads++;
+    snprintf(f->download_bearer, sizeof f->download_bearer, "%s", d->bearer != NULL ? d->bearer : "");
     if (d->resume_from == 0) {
         ota_err_t err = d->check_image(d->user, &f->image);
         if (err != OTA_OK) {
@@ -533,7 +535,8 @@ static void fake_remember(fake_t *f, const char *key, int64_t id)
 /* One boot and one poll (*reboot: the offer was activated). */
 static ota_err_t fake_poll(fake_t *f, bool *reboot)
 {
-    ota_core_config_t cfg = {.server_url = "http://h", .device_type = "scales_bridge_tab5", .build_number = -1};
+    ota_core_config_t cfg = {
+        .server_url = "http://h", .device_token = "device-token", .device_type = "scales_bridge_tab5", .build_number = -1};
     ota_core_t core;
     CHECK(ota_core_init(&core, &cfg, &fake_platform, f) == OTA_OK);
     ota_boot_outcome_t outcome;
@@ -673,6 +676,51 @@ static void backoff_doubles_up_to_its_cap_with_jitter(void)
     CHECK(ota_backoff_ms(1, 1000, 60000, 123) != ota_backoff_ms(1, 1000, 60000, 124));
 }
 
+/* The offer of fake_offer, with its download_url replaced by url. */
+static void fake_offer_at(fake_t *f, const char *url)
+{
+    fake_offer(f, 1, "1.2.0", 2, NULL);
+    const char *from = "http://h/api/ota/download/1";
+    char *at = strstr(f->check_answer, from);
+    CHECK(at != NULL);
+    if (at == NULL) {
+        return;
+    }
+    char rest[sizeof f->check_answer];
+    snprintf(rest, sizeof rest, "%s", at + strlen(from));
+    snprintf(at, sizeof f->check_answer - (size_t)(at - f->check_answer), "%s%s", url, rest);
+}
+
+static void the_device_token_goes_to_the_server_alone(void)
+{
+    static const struct {
+        const char *url;
+        const char *bearer;
+    } cases[] = {
+        {"http://h/api/ota/download/1", "device-token"},
+        {"http://h/api/ota/download/1?device=d&expires=9&sig=abc", ""},
+        {"https://cdn.example.com/scales_bridge_tab5/v1.2.0.bin", ""},
+        {"http://h.example.com/api/ota/download/1", ""},
+        {"http://hx/api/ota/download/1", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fake_t *f = calloc(1, sizeof *f);
+        CHECK(f != NULL);
+        if (f == NULL) {
+            return;
+        }
+        bool reboot;
+        fake_runs(f, "1.1.0");
+        fake_offer_at(f, cases[i].url);
+        CHECK(fake_poll(f, &reboot) == OTA_OK && f->downloads == 1);
+        if (strcmp(f->download_bearer, cases[i].bearer) != 0) {
+            fprintf(stderr, "%s: bearer '%s', want '%s'\n", cases[i].url, f->download_bearer, cases[i].bearer);
+            failed_checks++;
+        }
+        free(f);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -685,6 +733,7 @@ int main(int argc, char **argv)
     downgrades_fit_only_when_the_offer_says_so();
     check_answers_are_parsed_strictly();
     remembered_firmware_does_not_block_a_deliberate_downgrade();
+    the_device_token_goes_to_the_server_alone();
     request_bodies_say_what_the_api_names();
     backoff_doubles_up_to_its_cap_with_jitter();
     if (failed_checks > 0) {

@@ -72,7 +72,7 @@ typedef enum {
 /** One download into the passive OTA slot. */
 typedef struct {
     const char *url;         /**< the check answer's download_url (signed; no bearer needed) */
-    const char *bearer;      /**< device token for Authorization: Bearer; NULL for a signed link */
+    const char *bearer;      /**< device token for Authorization: Bearer; NULL for a signed link or a URL off the server */
     const char *ca_cert_pem; /**< NULL: the platform's default trust */
     uint64_t file_size;      /**< from the check answer */
     uint64_t resume_from;    /**< bytes already in the slot from an earlier attempt; 0 = fresh */

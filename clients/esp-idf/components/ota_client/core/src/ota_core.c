@@ -541,13 +541,26 @@ static ota_err_t give_up(ota_core_t *core, int64_t firmware_id, ota_err_t err)
     return err;
 }
 
-/* A signed link (…?expires=…&sig=…) needs no token; leaving it out keeps
- * the device's token away from a CDN or bucket the link redirects to. */
+/* Whether url is on the configured server: server_url itself, then the
+ * end, a path or a query (so "https://ota.example.com.evil" is not). */
+static bool on_server(const char *server_url, const char *url)
+{
+    size_t n = server_url != NULL ? strlen(server_url) : 0;
+    while (n > 0 && server_url[n - 1] == '/') {
+        n--;
+    }
+    return n > 0 && strncmp(url, server_url, n) == 0 && (url[n] == '\0' || url[n] == '/' || url[n] == '?');
+}
+
+/* The device's token goes to the server alone. A signed link
+ * (…?expires=…&sig=…) needs none, and leaving it out keeps the token away
+ * from a bucket the link redirects to; a link elsewhere (a CDN's, with
+ * OTA_CDN_BASE_URL) must never see it. */
 static const char *download_bearer(const ota_core_t *core, const char *url)
 {
     const char *query = strchr(url, '?');
     bool signed_link = query != NULL && (strstr(query, "?sig=") != NULL || strstr(query, "&sig=") != NULL);
-    return signed_link ? NULL : core->cfg.device_token;
+    return signed_link || !on_server(core->cfg.server_url, url) ? NULL : core->cfg.device_token;
 }
 
 static bool same_firmware(const ota_attempt_t *a, const ota_update_t *u)
