@@ -119,26 +119,7 @@ async fn two_instances_share_one_database_and_one_store_without_losing_or_doubli
 
     // Upload through A.
     let bytes = firmware_bytes(300_000, 8);
-    let form = reqwest::multipart::Form::new()
-        .text("device_type", DEVICE_TYPE)
-        .text("version", "1.1.0")
-        .text("is_stable", "true")
-        .text("register", "true")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes.clone()).file_name("app.bin"),
-        );
-    let uploaded = client
-        .post(a.url("/api/ota/admin/upload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status(), StatusCode::CREATED, "{}", a.log());
-    let firmware_id = uploaded.json::<Value>().await.unwrap()["firmware"]["id"]
-        .as_i64()
-        .unwrap();
+    let firmware_id = a.publish("1.1.0", &bytes).await["id"].as_i64().unwrap();
     // A rollout at 100 %, created through A: its counters are read back
     // through both.
     let rollout = client

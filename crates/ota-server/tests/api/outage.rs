@@ -50,7 +50,7 @@ impl PrivatePostgres {
             .prefix("ota-outage-")
             .tempdir_in("/tmp")
             .unwrap();
-        let as_postgres = unsafe_is_root();
+        let as_postgres = running_as_root();
         if as_postgres {
             let chowned = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -84,18 +84,22 @@ impl PrivatePostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// One of PostgreSQL's tools, as the user that owns the cluster.
+    fn tool(&self, tool: &str, args: &[&str]) -> Command {
         let program = self.bindir.join(tool);
-        let output = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
+        let mut command = if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
         } else {
-            Command::new(&program).args(args).output()
-        }
-        .unwrap();
+            Command::new(program)
+        };
+        command.args(args);
+        command
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let output = self.tool(tool, args).output().unwrap();
         assert!(
             output.status.success(),
             "{tool} {args:?}: {}{}",
@@ -126,21 +130,13 @@ impl PrivatePostgres {
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         let data = self.data();
-        let program = self.bindir.join("pg_ctl");
-        let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
-        let _ = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        };
+        let _ = self
+            .tool("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])
+            .output();
     }
 }
 
-fn unsafe_is_root() -> bool {
+fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -220,24 +216,7 @@ async fn a_database_outage_under_load_answers_503_and_loses_no_acknowledged_repo
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let form = reqwest::multipart::Form::new()
-        .text("device_type", DEVICE_TYPE)
-        .text("version", "1.1.0")
-        .text("is_stable", "true")
-        .text("register", "true")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(firmware_bytes(4096, 3)).file_name("app.bin"),
-        );
-    let uploaded = client
-        .post(server.url("/api/ota/admin/upload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status(), StatusCode::CREATED);
-    let firmware_id = uploaded.json::<Value>().await.unwrap()["firmware"]["id"]
+    let firmware_id = server.publish("1.1.0", &firmware_bytes(4096, 3)).await["id"]
         .as_i64()
         .unwrap();
 

@@ -117,27 +117,36 @@ impl ServerProcess {
         assert_eq!(response.status(), StatusCode::CREATED);
     }
 
-    /// Uploads and registers a firmware of `size` bytes, then starts a
-    /// device's download of it; returns the bytes and the open response.
-    async fn publish_and_start_download(&self, size: usize) -> (Vec<u8>, reqwest::Response) {
-        self.create_device_type().await;
-        let client = reqwest::Client::new();
-        let bytes = firmware_bytes(size, 6);
+    /// Uploads and registers `bytes` as a stable build of the test device
+    /// type; returns the firmware record.
+    pub(crate) async fn publish(&self, version: &str, bytes: &[u8]) -> Value {
         let form = reqwest::multipart::Form::new()
             .text("device_type", DEVICE_TYPE)
-            .text("version", "1.1.0")
+            .text("version", version.to_owned())
+            .text("is_stable", "true")
             .text("register", "true")
-            .part("file", reqwest::multipart::Part::bytes(bytes.clone()));
-        let response = client
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("app.bin"),
+            );
+        let response = reqwest::Client::new()
             .post(self.url("/api/ota/admin/upload"))
             .bearer_auth(ADMIN_TOKEN)
             .multipart(form)
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let uploaded: Value = response.json().await.unwrap();
-        let id = uploaded["firmware"]["id"].as_i64().unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{}", self.log());
+        response.json::<Value>().await.unwrap()["firmware"].clone()
+    }
+
+    /// Uploads and registers a firmware of `size` bytes, then starts a
+    /// device's download of it; returns the bytes and the open response.
+    async fn publish_and_start_download(&self, size: usize) -> (Vec<u8>, reqwest::Response) {
+        self.create_device_type().await;
+        let client = reqwest::Client::new();
+        let bytes = firmware_bytes(size, 6);
+        let id = self.publish("1.1.0", &bytes).await["id"].as_i64().unwrap();
         let download = client
             .get(self.url(&format!("/api/ota/download/{id}")))
             .bearer_auth(device_token("tab5-0001"))
