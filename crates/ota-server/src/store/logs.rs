@@ -221,6 +221,11 @@ impl Store {
     ) -> Result<Option<OtaLog>, sqlx::Error> {
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
+            // The device's row first, then its attempt: the order in which
+            // the inventory writer (devices, then the attempts a check
+            // settles) takes them too, so the two never deadlock. Without
+            // a write to the attempt, both are rolled back.
+            super::devices::reported(&mut *tx, device).await?;
             let log = match write {
                 LogWrite::Open(new) => Some(insert(&mut *tx, new).await?),
                 LogWrite::Advance {
@@ -232,7 +237,6 @@ impl Store {
                 } => advance(&mut *tx, *id, *from, *to, *progress, *error_message).await?,
             };
             if log.is_some() {
-                super::devices::reported(&mut *tx, device).await?;
                 tx.commit().await?;
             }
             Ok(log)
