@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 
 /// Rows deleted per statement.
-const BATCH: i64 = 1000;
+const BATCH: usize = 1000;
+/// Attempts found per read of the table.
+const PER_READ: i64 = 100_000;
 /// The pause between two batches of one sweep.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(50);
 
@@ -73,19 +75,26 @@ async fn sweep_every(store: Store, policy: Policy, interval: Duration, stop: Can
     }
 }
 
-/// One sweep: batches until one comes back short. Returns how many rows
-/// went.
+/// One sweep: reads up to [`PER_READ`] attempts that may go, deletes them
+/// [`BATCH`] at a time, and reads again until a read comes back short.
+/// Returns how many rows went.
 pub async fn sweep(store: &Store, policy: Policy, stop: &CancellationToken) -> Result<u64, sqlx::Error> {
     let older_than = (policy.days > 0).then(|| Utc::now() - chrono::Duration::days(policy.days as i64));
     let keep = (policy.per_device > 0).then(|| i64::try_from(policy.per_device).unwrap_or(i64::MAX));
     let mut total = 0;
     loop {
-        let deleted = store.prune_logs(older_than, keep, BATCH).await?;
-        total += deleted;
-        metrics::counter!("ota_log_rows_deleted_total").increment(deleted);
-        if deleted < BATCH as u64 || stop.is_cancelled() {
+        let ids = store.prunable_logs(older_than, keep, PER_READ).await?;
+        for batch in ids.chunks(BATCH) {
+            if stop.is_cancelled() {
+                return Ok(total);
+            }
+            let deleted = store.delete_logs(batch).await?;
+            total += deleted;
+            metrics::counter!("ota_log_rows_deleted_total").increment(deleted);
+            tokio::time::sleep(BETWEEN_BATCHES).await;
+        }
+        if (ids.len() as i64) < PER_READ || stop.is_cancelled() {
             return Ok(total);
         }
-        tokio::time::sleep(BETWEEN_BATCHES).await;
     }
 }

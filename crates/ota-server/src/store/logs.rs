@@ -58,6 +58,12 @@ fn into_log(row: Option<LogRow>) -> Result<Option<OtaLog>, sqlx::Error> {
     row.map(OtaLog::try_from).transpose()
 }
 
+/// The attempts retention may delete: finished, not a rollback (it keeps
+/// that firmware from the device for good), not of a rollout that is not
+/// over (its progress counts it).
+const PRUNABLE: &str = "status IN ('success', 'failed') AND COALESCE(failure_reason, '') <> 'rollback' \
+     AND (rollout_id IS NULL OR rollout_id NOT IN (SELECT id FROM rollouts WHERE state IN ('running', 'paused', 'halted')))";
+
 /// A new update attempt.
 #[derive(Debug, Clone)]
 pub struct NewLog<'a> {
@@ -288,38 +294,72 @@ impl Store {
         })
     }
 
-    /// Deletes up to `batch` finished attempts that retention lets go:
-    /// completed before `older_than`, or beyond the newest
-    /// `keep_per_device` attempts of their device. Never an open attempt, a
-    /// rollback (it keeps that firmware from the device for good), or an
-    /// attempt of a rollout that is not over (its progress counts it).
-    /// Returns how many rows went.
-    pub async fn prune_logs(
+    /// Up to `limit` finished attempts that retention lets go, oldest
+    /// first: completed before `older_than`, or beyond the newest
+    /// `keep_per_device` such attempts of their device. A read: the window
+    /// over the table runs once per sweep, not once per deleting batch, and
+    /// holds no write lock.
+    pub async fn prunable_logs(
         &self,
         older_than: Option<DateTime<Utc>>,
         keep_per_device: Option<i64>,
-        batch: i64,
-    ) -> Result<u64, sqlx::Error> {
-        on_db!(&self.db, pool => sqlx::query(
-            "DELETE FROM device_ota_log WHERE id IN ( \
-               SELECT id FROM ( \
-                 SELECT id, status, failure_reason, completed_at, rollout_id, \
-                        ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY id DESC) AS newer_or_this \
-                 FROM device_ota_log \
-               ) AS ranked \
-               WHERE status IN ('success', 'failed') \
-                 AND COALESCE(failure_reason, '') <> 'rollback' \
-                 AND (rollout_id IS NULL OR rollout_id NOT IN \
-                      (SELECT id FROM rollouts WHERE state IN ('running', 'paused', 'halted'))) \
-                 AND ((completed_at < $1) OR (newer_or_this > $2)) \
-               ORDER BY id LIMIT $3)",
-        )
-        .bind(older_than)
-        .bind(keep_per_device)
-        .bind(batch)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))
+        limit: i64,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let mut ids: Vec<i64> = Vec::new();
+            if let Some(cutoff) = older_than {
+                // started_at <= completed_at: the first test lets the index on
+                // started_at narrow the scan.
+                let sql = format!(
+                    "SELECT id FROM device_ota_log WHERE started_at < $1 AND completed_at < $1 AND {PRUNABLE} \
+                     ORDER BY id LIMIT $2"
+                );
+                ids.extend(
+                    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                        .bind(cutoff)
+                        .bind(limit)
+                        .fetch_all(pool)
+                        .await?,
+                );
+            }
+            if let Some(keep) = keep_per_device {
+                let sql = format!(
+                    "SELECT id FROM ( \
+                       SELECT id, ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY id DESC) AS newer_or_this \
+                       FROM device_ota_log WHERE {PRUNABLE} \
+                     ) AS ranked WHERE newer_or_this > $1 ORDER BY id LIMIT $2"
+                );
+                ids.extend(
+                    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                        .bind(keep)
+                        .bind(limit)
+                        .fetch_all(pool)
+                        .await?,
+                );
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            ids.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            Ok(ids)
+        })
+    }
+
+    /// Deletes these attempts, each only if it may still go (a rollout
+    /// that was resumed since the read keeps its attempts). Returns how
+    /// many rows went.
+    pub async fn delete_logs(&self, ids: &[i64]) -> Result<u64, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        on_db!(&self.db, pool => {
+            let mut query = QueryBuilder::<DB>::new("DELETE FROM device_ota_log WHERE id IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            query.push(format!(") AND {PRUNABLE}"));
+            query.build().execute(pool).await.map(|done| done.rows_affected())
+        })
     }
 
     /// A device's latest attempts, newest first.

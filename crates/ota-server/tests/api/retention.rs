@@ -121,14 +121,16 @@ async fn open_attempts_and_rollbacks_are_never_swept() {
         .await
         .unwrap();
 
-    // tab5-0002: the open attempt is its newest and stays; of its three
-    // failures none is among the newest one, so all go.
-    assert_eq!(deleted, 3);
+    // tab5-0002: the open attempt stays, and so does the newest of its
+    // three failures (one finished attempt is kept); the other two go.
+    // tab5-0001: its one finished attempt that may go is its newest.
+    assert_eq!(deleted, 2);
     let left = attempts_of(&app, "tab5-0002").await;
-    assert_eq!(left.len(), 1);
+    assert_eq!(left.len(), 2, "{left:?}");
     assert_eq!(left[0]["status"], "pending");
-    // A rollback keeps that firmware from the device: it stays, though
-    // not among tab5-0001's newest one.
+    assert_eq!(left[1]["status"], "failed");
+    // A rollback keeps that firmware from the device: it stays, and does
+    // not count among the finished attempts kept.
     let kept = attempts_of(&app, "tab5-0001").await;
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert_eq!(kept[1]["failure_reason"], "rollback");
@@ -177,4 +179,41 @@ fn nonsense_retention_settings_are_refused() {
         let loaded = ota_server::config::Settings::load(None, &env);
         assert!(loaded.is_err(), "{name}={value} was taken");
     }
+}
+
+#[tokio::test]
+async fn a_sweep_deletes_more_than_one_batch() {
+    let app = spawn_app().await;
+    let firmware = app.publish(Build::stable("1.1.0")).await;
+    let id = firmware["id"].as_i64().unwrap();
+    let long_ago = sql_timestamp(chrono::Utc::now() - chrono::Duration::days(400));
+    let rows: Vec<String> = (0..2500)
+        .map(|n| {
+            format!(
+                "('old-{}', {id}, '1.1.0', 'failed', {long_ago}, {long_ago}, {long_ago})",
+                n % 7
+            )
+        })
+        .collect();
+    let mut db = app.other_connection().await;
+    let inserted = db
+        .execute(&format!(
+            "INSERT INTO device_ota_log (device_id, firmware_id, to_version, status, started_at, updated_at, completed_at) \
+             VALUES {}",
+            rows.join(", ")
+        ))
+        .await;
+    assert_eq!(inserted, 2500);
+    failed_attempts(&app, "tab5-0001", id, 1, "download: connection reset").await;
+
+    let policy = Policy {
+        days: 180,
+        per_device: 0,
+    };
+    let deleted = sweep(app.state.store(), policy, &CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(deleted, 2500);
+    assert_eq!(db.count("SELECT COUNT(*) FROM device_ota_log").await, 1);
 }
