@@ -50,7 +50,8 @@ impl StorageLocation {
             Some(url) if url.starts_with("s3://") => Ok(Self::Bucket(BucketUrl::parse(url)?)),
             Some(url) if url.contains("://") => {
                 anyhow::bail!(
-                    "OTA_STORAGE_URL '{url}': firmware is stored in a folder (file:// or a path) or an S3-compatible bucket (s3://bucket/prefix)"
+                    "OTA_STORAGE_URL '{}': firmware is stored in a folder (file:// or a path) or an S3-compatible bucket (s3://bucket/prefix)",
+                    crate::store::redacted(url)
                 )
             }
             Some(path) => Ok(Self::Folder(path.into())),

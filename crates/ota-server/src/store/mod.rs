@@ -333,14 +333,36 @@ fn follow_other_instances(pool: PgPool, generation: std::sync::Weak<AtomicU64>) 
     });
 }
 
-/// A database URL without its credentials, for messages and logs.
+/// A database URL without its credentials, for messages and logs: the
+/// user and password before `@`, and a `password` (or `sslpassword`)
+/// parameter of the query.
 pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match (base.find("://"), base.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://<credentials>{}", &url[..scheme_end], &url[at..])
+            format!("{}://<credentials>{}", &base[..scheme_end], &base[at..])
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _))
+                    if name.eq_ignore_ascii_case("password") || name.eq_ignore_ascii_case("sslpassword") =>
+                {
+                    format!("{name}=<redacted>")
+                }
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&parameters.join("&"));
     }
+    shown
 }
 
 /// Whether an error is a unique-constraint violation.
@@ -377,5 +399,13 @@ mod tests {
             "postgres://<credentials>@db:5432/ota"
         );
         assert_eq!(redacted("sqlite://./data/ota.db"), "sqlite://./data/ota.db");
+        assert_eq!(
+            redacted("postgres://db/ota?user=ota&password=s3cret&sslmode=require"),
+            "postgres://db/ota?user=ota&password=<redacted>&sslmode=require"
+        );
+        assert_eq!(
+            redacted("postgres://ota:pw@db/ota?options[search_path]=ota"),
+            "postgres://<credentials>@db/ota?options[search_path]=ota"
+        );
     }
 }
