@@ -40,7 +40,7 @@ struct Inner {
     counted_downloads: CountedDownloads,
     metrics: PrometheusHandle,
     openapi_json: String,
-    publish_lock: Mutex<()>,
+    publish_lock: Arc<Mutex<()>>,
 }
 
 /// Everything [`AppState::new`] needs.
@@ -80,7 +80,7 @@ impl AppState {
             counted_downloads: CountedDownloads::new(COUNTED_DOWNLOADS),
             metrics: parts.metrics,
             openapi_json: parts.openapi_json,
-            publish_lock: Mutex::new(()),
+            publish_lock: Arc::new(Mutex::new(())),
         }))
     }
 
@@ -154,8 +154,10 @@ impl AppState {
     /// Held while a file is moved into place and its record written, so
     /// that two uploads of one version cannot interleave: in this process,
     /// and on PostgreSQL across every instance.
-    pub async fn lock_publication(&self) -> Result<Publishing<'_>, sqlx::Error> {
-        let local = self.0.publish_lock.lock().await;
+    /// The guard is owned, so a publication can run to its end in a task of
+    /// its own.
+    pub async fn lock_publication(&self) -> Result<Publishing, sqlx::Error> {
+        let local = Arc::clone(&self.0.publish_lock).lock_owned().await;
         let shared = self.0.store.lock_publication().await?;
         Ok(Publishing {
             _local: local,
@@ -166,7 +168,7 @@ impl AppState {
 
 /// See [`AppState::lock_publication`].
 #[must_use]
-pub struct Publishing<'a> {
-    _local: tokio::sync::MutexGuard<'a, ()>,
+pub struct Publishing {
+    _local: tokio::sync::OwnedMutexGuard<()>,
     _shared: crate::store::PublicationLock,
 }

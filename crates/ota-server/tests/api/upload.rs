@@ -31,6 +31,56 @@ async fn an_upload_is_stored_under_its_device_type_and_version() {
 }
 
 #[tokio::test]
+async fn an_upload_whose_client_gave_up_before_publication_is_still_published_whole() {
+    let app = spawn_app().await;
+    // Another publication holds the lock, so this upload waits after its
+    // body is in, and its client gives up meanwhile.
+    let publishing = app.state.lock_publication().await.unwrap();
+    let build = Build::stable("1.1.0").with("register", "true");
+    let form = reqwest::multipart::Form::new()
+        .text("device_type", DEVICE_TYPE)
+        .text("version", "1.1.0")
+        .text("is_stable", "true")
+        .text("register", "true")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(build.bytes.clone()).file_name("app.bin"),
+        );
+    let gave_up = app
+        .client
+        .post(app.url("/api/ota/admin/upload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .multipart(form)
+        .timeout(std::time::Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the upload was meant to wait for the lock");
+    drop(publishing);
+
+    let mut listed = Value::Null;
+    for _ in 0..50 {
+        listed = app.admin_get("/api/ota/admin/firmware").await.json().await.unwrap();
+        if listed["total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed["total"], 1, "the upload was not published: {listed}");
+    let firmware = &listed["items"][0];
+    assert_eq!(firmware["version"], "1.1.0");
+    assert_eq!(firmware["file_hash"], sha256_hex(&build.bytes));
+    let download = app
+        .client
+        .get(app.url(&format!("/api/ota/download/{}", firmware["id"])))
+        .bearer_auth(device_token("tab5-0001"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    assert_eq!(download.bytes().await.unwrap().as_ref(), build.bytes.as_slice());
+}
+
+#[tokio::test]
 async fn an_upload_with_register_creates_the_record() {
     let app = spawn_app().await;
     let build = Build::stable("1.1.0")

@@ -172,80 +172,88 @@ async fn upload(
         return Err(ApiError::invalid("file", "the file is empty"));
     }
 
-    // Under the lock, so that a device type's rules cannot change between
-    // the check and the publication.
-    let _publishing = state.lock_publication().await?;
-    let known = known_device_type(&state, &device_type).await?;
-    let checked = check_file(&known, file.image.clone(), file.size, version, override_version)?;
-    let version = checked.version;
-    record.image_format = checked.image_format;
-    record.image = checked.image;
-    record.version_overridden = checked.version_overridden;
-    let filename = FileName::parse(&version.file_name()).map_err(|e| ApiError::invalid("version", e))?;
-    let binary_path = Blobs::relative_path(&device_type, &filename);
-    let (file_size, file_hash) = (file.size as i64, file.sha256.clone());
-    let store = state.store();
-    if let Some(existing) = store
-        .firmware_by_version(device_type.as_str(), &version.to_string())
-        .await?
-    {
-        return Err(ApiError::Conflict(format!(
-            "{device_type} {version} is already registered as firmware {}; its file cannot be replaced",
-            existing.id
-        )));
-    }
-    if store.binary_path_in_use(&binary_path).await? {
-        return Err(ApiError::Conflict(format!(
-            "{binary_path} belongs to a registered firmware"
-        )));
-    }
-    state.blobs().publish(file, &device_type, &filename).await?;
-    tracing::info!(%binary_path, file_size, file_hash = %file_hash, "stored an upload");
-    let stored =
-        serde_json::json!({"binary_path": binary_path, "file_size": file_size, "file_hash": file_hash.to_string()});
-    super::record(
-        &state,
-        &admin,
-        "firmware.upload",
-        "file",
-        Some(binary_path.clone()),
-        None::<&()>,
-        Some(&stored),
-    )
-    .await?;
-
-    let (image_format, image, version_overridden) =
-        (record.image_format, record.image.clone(), record.version_overridden);
-    let firmware = if register {
-        let firmware = create_record(&state, &device_type, &version, &filename, file_size, &file_hash, record).await?;
+    // The whole file is in: from here on the publication runs in a task of
+    // its own, to its end even if the client goes away, so a file moved
+    // into place gets its record, and the lock is held until the storage is
+    // done with the object. Under the lock, so that a device type's rules
+    // cannot change between the check and the publication.
+    tokio::spawn(async move {
+        let _publishing = state.lock_publication().await?;
+        let known = known_device_type(&state, &device_type).await?;
+        let checked = check_file(&known, file.image.clone(), file.size, version, override_version)?;
+        let version = checked.version;
+        record.image_format = checked.image_format;
+        record.image = checked.image;
+        record.version_overridden = checked.version_overridden;
+        let filename = FileName::parse(&version.file_name()).map_err(|e| ApiError::invalid("version", e))?;
+        let binary_path = Blobs::relative_path(&device_type, &filename);
+        let (file_size, file_hash) = (file.size as i64, file.sha256.clone());
+        let store = state.store();
+        if let Some(existing) = store
+            .firmware_by_version(device_type.as_str(), &version.to_string())
+            .await?
+        {
+            return Err(ApiError::Conflict(format!(
+                "{device_type} {version} is already registered as firmware {}; its file cannot be replaced",
+                existing.id
+            )));
+        }
+        if store.binary_path_in_use(&binary_path).await? {
+            return Err(ApiError::Conflict(format!(
+                "{binary_path} belongs to a registered firmware"
+            )));
+        }
+        state.blobs().publish(file, &device_type, &filename).await?;
+        tracing::info!(%binary_path, file_size, file_hash = %file_hash, "stored an upload");
+        let stored =
+            serde_json::json!({"binary_path": binary_path, "file_size": file_size, "file_hash": file_hash.to_string()});
         super::record(
             &state,
             &admin,
-            "firmware.create",
-            "firmware",
-            Some(firmware.id.to_string()),
+            "firmware.upload",
+            "file",
+            Some(binary_path.clone()),
             None::<&()>,
-            Some(&firmware),
+            Some(&stored),
         )
         .await?;
-        Some(firmware)
-    } else {
-        None
-    };
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(Uploaded {
-            filename: filename.to_string(),
-            binary_path,
-            file_size,
-            file_hash: file_hash.to_string(),
-            version: Some(version.to_string()),
-            image_format,
-            image,
-            version_overridden,
-            firmware,
-        }),
-    ))
+
+        let (image_format, image, version_overridden) =
+            (record.image_format, record.image.clone(), record.version_overridden);
+        let firmware = if register {
+            let firmware =
+                create_record(&state, &device_type, &version, &filename, file_size, &file_hash, record).await?;
+            super::record(
+                &state,
+                &admin,
+                "firmware.create",
+                "firmware",
+                Some(firmware.id.to_string()),
+                None::<&()>,
+                Some(&firmware),
+            )
+            .await?;
+            Some(firmware)
+        } else {
+            None
+        };
+        Ok((
+            StatusCode::CREATED,
+            axum::Json(Uploaded {
+                filename: filename.to_string(),
+                binary_path,
+                file_size,
+                file_hash: file_hash.to_string(),
+                version: Some(version.to_string()),
+                image_format,
+                image,
+                version_overridden,
+                firmware,
+            }),
+        ))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("the publication task failed: {e}")))?
 }
 
 /// Streams the `file` field to a temporary name; over `max` bytes is 413.
