@@ -27,6 +27,8 @@ make -s -C clients/esp-idf/host OUT="$PWD/target/esp-idf-host" test
 cargo test --workspace --locked "$@"
 
 echo "the server's API tests again, on PostgreSQL and S3"
+# Whatever happens, the run's database goes and the S3 server stops.
+trap 'drop_run_database; stop_s3' EXIT
 create_run_database
 start_s3
 OTA_TEST_REQUIRE_S3=1 cargo test -p ota-server --locked --test api "$@"

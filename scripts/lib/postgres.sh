@@ -40,12 +40,12 @@ ensure_postgres() {
   export OTA_PG_BINDIR
 }
 
-# create_run_database : a fresh database for this run, dropped when the
-# script exits. Exports OTA_TEST_DATABASE_URL, which the API tests read.
+# create_run_database : a fresh database for this run; drop_run_database
+# drops it (scripts/test.sh calls it on exit). Exports
+# OTA_TEST_DATABASE_URL, which the API tests read.
 create_run_database() {
   OTA_RUN_DATABASE="ota_test_$(date +%s)_$$"
   psql -q "$OTA_PG_ADMIN_URL" -c "CREATE DATABASE $OTA_RUN_DATABASE"
-  trap drop_run_database EXIT
   export OTA_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$OTA_RUN_DATABASE"
 }
 
