@@ -63,6 +63,13 @@ pub(super) const PARTS_IN_FLIGHT: usize = 2;
 const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
 /// How long the readiness probe may take.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call that moves no bytes through the server (complete,
+/// copy, delete, head) may take: publication holds a lock every instance
+/// waits for, and a bucket that stalls must not hold it for ever.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The slowest a server-side copy is assumed to be, on top of
+/// [`CONTROL_TIMEOUT`].
+const COPY_BYTES_PER_SECOND: u64 = 20 << 20;
 /// The largest object S3's CopyObject copies.
 pub const MAX_COPY_BYTES: u64 = 5 << 30;
 
@@ -230,12 +237,22 @@ impl Bucket {
         let mut sink = staged.0;
         sink.complete().await?;
         let target = self.url.key(binary_path);
-        let copied = self
-            .s3
-            .copy(&sink.temp, &target)
-            .await
-            .with_context(|| format!("copying the upload to {target}"));
-        if let Err(e) = self.s3.delete(&sink.temp).await {
+        let size = (sink.parts * PART_SIZE) as u64;
+        let copy_limit = CONTROL_TIMEOUT + Duration::from_secs(size / COPY_BYTES_PER_SECOND);
+        let copied = bounded(
+            "copying an upload into place",
+            copy_limit,
+            self.s3.copy(&sink.temp, &target),
+        )
+        .await
+        .with_context(|| format!("copying the upload to {target}"));
+        if let Err(e) = bounded(
+            "deleting an upload's temporary",
+            CONTROL_TIMEOUT,
+            self.s3.delete(&sink.temp),
+        )
+        .await
+        {
             tracing::warn!(key = %sink.temp, error = %e, "could not delete a published upload's temporary");
         }
         copied
@@ -243,7 +260,10 @@ impl Bucket {
 
     /// The size of a stored object, or `None` when there is none.
     pub(super) async fn size_of(&self, binary_path: &str) -> anyhow::Result<Option<u64>> {
-        match self.s3.head(&self.url.key(binary_path)).await {
+        match tokio::time::timeout(CONTROL_TIMEOUT, self.s3.head(&self.url.key(binary_path)))
+            .await
+            .map_err(|_| anyhow::anyhow!("the bucket did not answer within {} s", CONTROL_TIMEOUT.as_secs()))?
+        {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e).context("reading a firmware object's size"),
@@ -364,6 +384,18 @@ fn client(url: &BucketUrl, env: impl Iterator<Item = (String, String)>) -> anyho
         .with_context(|| format!("configuring the S3 client for {url}"))
 }
 
+/// `call`, or an error once `limit` has passed without its answer.
+async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    call: impl std::future::Future<Output = object_store::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => bail!("{what}: the bucket did not answer within {} s", limit.as_secs()),
+    }
+}
+
 /// Where an upload's bytes go: a multipart upload to a temporary key,
 /// aborted when dropped before it was completed.
 pub(super) struct Sink {
@@ -433,7 +465,9 @@ impl Sink {
     /// Makes the parts one object at the temporary key.
     async fn complete(&mut self) -> anyhow::Result<()> {
         let upload = self.upload.as_mut().context("the upload was already completed")?;
-        upload.complete().await.context("completing an upload")?;
+        bounded("completing an upload", CONTROL_TIMEOUT, upload.complete())
+            .await
+            .context("completing an upload")?;
         self.upload = None;
         Ok(())
     }
@@ -462,6 +496,26 @@ pub(super) struct Staged(Sink);
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn a_bucket_that_never_answers_is_an_error_once_the_limit_passes() {
+        let never = std::future::pending::<object_store::Result<()>>();
+        let started = std::time::Instant::now();
+        let error = bounded("completing an upload", Duration::from_millis(50), never)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(
+            error.starts_with("completing an upload: the bucket did not answer within"),
+            "{error}"
+        );
+        let answered = bounded("deleting", Duration::from_secs(60), async { Ok(7) })
+            .await
+            .unwrap();
+        assert_eq!(answered, 7);
+    }
+
     use super::*;
 
     #[test]

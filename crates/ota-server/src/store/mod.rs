@@ -250,6 +250,15 @@ impl Store {
             Db::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
                 conn.close_on_drop();
+                // Another instance may be copying a large image into place:
+                // wait longer than for a row lock (the connection is closed
+                // afterwards, and the setting with it).
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SET lock_timeout = '{}s'",
+                    PUBLICATION_WAIT.as_secs()
+                )))
+                .execute(&mut *conn)
+                .await?;
                 sqlx::query("SELECT pg_advisory_lock($1)")
                     .bind(PUBLICATION_LOCK)
                     .execute(&mut *conn)
@@ -280,6 +289,8 @@ impl Store {
 
 /// The channel on which instances announce catalogue changes.
 const CHANGES_CHANNEL: &str = "ota_catalogue";
+/// How long a publication waits for another instance's to end.
+const PUBLICATION_WAIT: Duration = Duration::from_secs(120);
 /// The advisory lock key of firmware publication ("ota-publ").
 const PUBLICATION_LOCK: i64 = 0x6f74_612d_7075_626c;
 
