@@ -1,8 +1,6 @@
 //! ESP-IDF app images: uploads checked against their device type, metadata
 //! on the record, versions read from the image, and anti-rollback.
 
-use std::time::Duration;
-
 use ota_core::esp::Chip;
 use ota_core::esp::build::AppImageSpec;
 use reqwest::StatusCode;
@@ -325,7 +323,7 @@ async fn an_image_below_the_device_anti_rollback_counter_is_never_offered() {
     assert_eq!(check_with(&app, "tab5-0001", None).await["firmware_id"], counter_2);
     // The inventory keeps the counter: a later check without one, or with a
     // lower one, is still held to it.
-    let device = wait_for_device(&app, "tab5-0001", |d| d["secure_version"] == 2).await;
+    let device = app.wait_for_device("tab5-0001", |d| d["secure_version"] == 2).await;
     assert_eq!(device["device_type"], DEVICE_TYPE);
     assert_eq!(check_with(&app, "tab5-0001", None).await["firmware_id"], counter_2);
     assert_eq!(check_with(&app, "tab5-0001", Some(0)).await["firmware_id"], counter_2);
@@ -352,29 +350,13 @@ async fn admin_json(app: &TestApp, path: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// Polls the inventory (written in batches about once a second).
-async fn wait_for_device(app: &TestApp, device_id: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        let response = app.admin_get(&format!("/api/ota/admin/devices/{device_id}")).await;
-        if response.status() == StatusCode::OK {
-            last = response.json().await.unwrap();
-            if ready(&last) {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("device {device_id} never got there; last seen as {last}");
-}
-
 #[tokio::test]
 async fn the_inventory_lists_devices_and_404s_an_unknown_one() {
     let app = spawn_app().await;
     check_with(&app, "tab5-0002", Some(4)).await;
     check_with(&app, "tab5-0001", None).await;
-    wait_for_device(&app, "tab5-0001", |_| true).await;
-    wait_for_device(&app, "tab5-0002", |_| true).await;
+    app.wait_for_device("tab5-0001", |_| true).await;
+    app.wait_for_device("tab5-0002", |_| true).await;
 
     let page = admin_json(&app, &format!("/api/ota/admin/devices?device_type={DEVICE_TYPE}")).await;
     assert_eq!(page["total"], 2);

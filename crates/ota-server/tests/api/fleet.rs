@@ -118,23 +118,6 @@ async fn publish_secure(app: &TestApp, version: &str, secure_version: u32) -> i6
     id_of(&uploaded["firmware"])
 }
 
-/// Polls the inventory (written in batches about once a second) until the
-/// device is there and `ready`.
-async fn wait_device(app: &TestApp, device_id: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        let response = app.admin_get(&format!("/api/ota/admin/devices/{device_id}")).await;
-        if response.status() == StatusCode::OK {
-            last = response.json().await.unwrap();
-            if ready(&last) {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("device {device_id} never got there; last seen as {last}");
-}
-
 /// Polls a rollout until `ready`.
 async fn wait_rollout(app: &TestApp, id: i64, ready: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
@@ -237,7 +220,7 @@ async fn a_check_and_status_reports_fill_the_device_row() {
     )
     .await;
     assert_eq!(offer["firmware_id"], firmware);
-    let device = wait_device(&app, "inv-1", |_| true).await;
+    let device = app.wait_for_device("inv-1", |_| true).await;
     assert_eq!(device["device_type"], DEVICE_TYPE);
     assert_eq!(device["current_version"], "1.0.0");
     assert_eq!(device["build_number"], 7);
@@ -291,7 +274,9 @@ async fn a_report_right_after_the_first_check_keeps_what_the_check_said() {
     ask(&app, "race-1", json!({"build_number": 7, "channel": "beta"})).await;
     report(&app, "race-1", firmware, "downloading", None).await;
 
-    let device = wait_device(&app, "race-1", |d| d["build_number"] == 7 && d["channel"] == "beta").await;
+    let device = app
+        .wait_for_device("race-1", |d| d["build_number"] == 7 && d["channel"] == "beta")
+        .await;
     assert_eq!(device["last_status"], "downloading");
 }
 
@@ -310,7 +295,7 @@ async fn a_small_fleet(app: &TestApp) -> i64 {
         .await;
     assert_eq!(other.status(), StatusCode::OK);
     for id in ["tab5-a1", "tab5-a2", "tab5-b3", "tab5-old", "other-1"] {
-        wait_device(app, id, |_| true).await;
+        app.wait_for_device(id, |_| true).await;
     }
     report(app, "tab5-b3", firmware, "failed", Some("download: timed out")).await;
     firmware
@@ -409,7 +394,7 @@ async fn a_device_shows_its_groups_and_its_history_newest_first() {
     let app = spawn_app().await;
     let first = publish(&app, "1.1.0").await;
     app.check_as("hist-1", "1.0.0").await;
-    wait_device(&app, "hist-1", |_| true).await;
+    app.wait_for_device("hist-1", |_| true).await;
     install(&app, "hist-1", first).await;
     let second = publish(&app, "1.2.0").await;
     assert_eq!(offered(&app, "hist-1", "1.1.0").await, Some(second));
@@ -504,10 +489,11 @@ async fn a_device_that_checks_in_running_the_new_version_succeeded() {
     assert_eq!(offered(&app, "quiet-1", "1.1.0").await, None);
 
     // The row and the history are two reads: wait for the commit to show in both.
-    let device = wait_device(&app, "quiet-1", |d| {
-        d["history"][0]["status"] == "success" && d["last_status"] == "success"
-    })
-    .await;
+    let device = app
+        .wait_for_device("quiet-1", |d| {
+            d["history"][0]["status"] == "success" && d["last_status"] == "success"
+        })
+        .await;
     assert_eq!(device["current_version"], "1.1.0");
     assert_eq!(device["history"][0]["firmware_id"], firmware);
     assert!(device["history"][0]["completed_at"].is_string(), "{device}");
@@ -524,10 +510,11 @@ async fn a_device_that_checks_in_running_its_old_version_after_installing_rolled
     // The bootloader went back to 1.0.0.
     app.check_as("back-1", "1.0.0").await;
 
-    let device = wait_device(&app, "back-1", |d| {
-        d["history"][0]["status"] == "failed" && d["last_status"] == "failed"
-    })
-    .await;
+    let device = app
+        .wait_for_device("back-1", |d| {
+            d["history"][0]["status"] == "failed" && d["last_status"] == "failed"
+        })
+        .await;
     let attempt = &device["history"][0];
     assert_eq!(attempt["failure_reason"], "rollback", "{attempt}");
     assert!(
@@ -669,7 +656,7 @@ async fn members_are_added_by_id_or_filter_removed_and_listed() {
         app.check_as(device, version).await;
     }
     for device in ["g-1", "g-2", "g-3", "g-4", "g-5"] {
-        wait_device(&app, device, |_| true).await;
+        app.wait_for_device(device, |_| true).await;
     }
     create_group(&app, "beta").await;
 
@@ -799,8 +786,8 @@ async fn a_pinned_device_is_offered_its_pin_and_nothing_else() {
     let v120 = publish(&app, "1.2.0").await;
     assert_eq!(offered(&app, "pin-1", "1.2.0").await, None);
     assert_eq!(offered(&app, "pin-2", "1.0.0").await, Some(v120));
-    wait_device(&app, "pin-1", |_| true).await;
-    wait_device(&app, "pin-2", |_| true).await;
+    app.wait_for_device("pin-1", |_| true).await;
+    app.wait_for_device("pin-2", |_| true).await;
 
     // Back to an older version: a deliberate downgrade.
     let pinned = ok_json(admin_put(&app, "/api/ota/admin/devices/pin-1/pin", json!({"firmware_id": v100})).await).await;
@@ -838,7 +825,7 @@ async fn a_pin_is_refused_when_the_device_could_not_take_it() {
     let app = spawn_app().await;
     let ours = publish(&app, "1.1.0").await;
     app.check_as("pin-3", "1.0.0").await;
-    wait_device(&app, "pin-3", |_| true).await;
+    app.wait_for_device("pin-3", |_| true).await;
     let other_build = Build::stable("1.1.0").with("register", "true");
     let theirs = id_of(&ok_json(app.upload(OTHER_DEVICE_TYPE, &other_build).await).await["firmware"]);
 
@@ -878,7 +865,7 @@ async fn a_pin_below_the_device_anti_rollback_counter_is_409() {
     let old = publish_secure(&app, "1.0.0", 1).await;
     let current = publish_secure(&app, "1.1.0", 2).await;
     ask(&app, "pin-sv", json!({"current_version": "1.1.0", "secure_version": 2})).await;
-    wait_device(&app, "pin-sv", |d| d["secure_version"] == 2).await;
+    app.wait_for_device("pin-sv", |d| d["secure_version"] == 2).await;
 
     let response = admin_put(&app, "/api/ota/admin/devices/pin-sv/pin", json!({"firmware_id": old})).await;
     let problem = assert_problem(response, StatusCode::CONFLICT).await;
@@ -894,7 +881,7 @@ async fn a_pin_below_the_device_anti_rollback_counter_is_409() {
         json!({"current_version": "1.1.0", "secure_version": 1}),
     )
     .await;
-    wait_device(&app, "pin-sv1", |_| true).await;
+    app.wait_for_device("pin-sv1", |_| true).await;
     ok_json(admin_put(&app, "/api/ota/admin/devices/pin-sv1/pin", json!({"firmware_id": old})).await).await;
     let offer = ask(
         &app,
@@ -1488,7 +1475,7 @@ async fn every_admin_change_is_in_the_audit_log_under_the_name_of_its_token() {
     ok_json(app.admin_delete("/api/ota/admin/groups/audited").await).await;
     // alice pins, admin unpins.
     app.check_as("aud-1", "1.0.0").await;
-    wait_device(&app, "aud-1", |_| true).await;
+    app.wait_for_device("aud-1", |_| true).await;
     ok_json(
         alice(
             Method::PUT,

@@ -306,6 +306,23 @@ impl TestApp {
         other_writer
     }
 
+    /// Polls a device's inventory record (checks are written in batches,
+    /// about once a second) until `ready`.
+    pub async fn wait_for_device(&self, device_id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            let response = self.admin_get(&format!("/api/ota/admin/devices/{device_id}")).await;
+            if response.status() == StatusCode::OK {
+                last = response.json().await.unwrap();
+                if ready(&last) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("device {device_id} never got there; last seen as {last}");
+    }
+
     /// A second connection to the server's database.
     pub async fn other_connection(&self) -> OtherConnection {
         OtherConnection::open(&self.database_url).await
